@@ -1,0 +1,249 @@
+"""Standard-library-only checks of RFC 9162 proofs and of OpenLedger proof files.
+
+This module deliberately imports nothing outside the Python standard library, so an
+auditor can copy this one file and check a proof without installing the project:
+
+    python proofcheck.py proof.json
+
+Verifiers return False on any malformed or wrong input; they never raise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+LEAF_PREFIX = b"\x00"
+NODE_PREFIX = b"\x01"
+HASH_SIZE = 32
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """RFC 9162 leaf hash: SHA-256(0x00 || data)."""
+    return hashlib.sha256(LEAF_PREFIX + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 9162 interior node hash: SHA-256(0x01 || left || right)."""
+    return hashlib.sha256(NODE_PREFIX + left + right).digest()
+
+
+def _is_hash(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == HASH_SIZE
+
+
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def root_from_inclusion_proof(
+    leaf_hash_value: bytes, index: int, size: int, proof: Sequence[bytes]
+) -> bytes | None:
+    """Root implied by an inclusion proof (RFC 9162 §2.1.3.2), or None if malformed."""
+    if not (_is_hash(leaf_hash_value) and _is_size(index) and _is_size(size)):
+        return None
+    if index >= size or not all(_is_hash(p) for p in proof):
+        return None
+    fn, sn, r = index, size - 1, leaf_hash_value
+    for p in proof:
+        if sn == 0:
+            return None  # proof longer than the path to the root
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        return None  # proof shorter than the path: not fully consumed
+    return r
+
+
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> bool:
+    """True iff raw leaf data `leaf` is at `index` of the tree of `size` with `root`."""
+    try:
+        if not isinstance(leaf, bytes | bytearray) or not _is_hash(root):
+            return False
+        computed = root_from_inclusion_proof(leaf_hash(bytes(leaf)), index, size, list(proof))
+        return computed is not None and computed == root
+    except Exception:  # malformed input of any kind is a failed verification
+        return False
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """True iff the tree (old_size, old_root) is a prefix of (new_size, new_root).
+
+    RFC 9162 §2.1.4.2, with the edge cases of transparency-dev/merkle: equal sizes need an
+    empty proof and equal roots; an empty old tree needs an empty proof.
+    """
+    try:
+        proof = list(proof)
+        if not (_is_size(old_size) and _is_size(new_size)):
+            return False
+        if not (_is_hash(old_root) and _is_hash(new_root)):
+            return False
+        if not all(_is_hash(p) for p in proof) or old_size > new_size:
+            return False
+        if old_size == new_size:
+            return not proof and old_root == new_root
+        if old_size == 0:
+            return not proof
+        if not proof:
+            return False
+        if old_size & (old_size - 1) == 0:  # exact power of two: old root is a node
+            proof = [old_root, *proof]
+        fn, sn = old_size - 1, new_size - 1
+        while fn & 1:
+            fn >>= 1
+            sn >>= 1
+        fr = sr = proof[0]
+        for c in proof[1:]:
+            if sn == 0:
+                return False
+            if fn & 1 or fn == sn:
+                fr = node_hash(c, fr)
+                sr = node_hash(c, sr)
+                if not fn & 1:
+                    while not fn & 1 and fn != 0:
+                        fn >>= 1
+                        sn >>= 1
+            else:
+                sr = node_hash(sr, c)
+            fn >>= 1
+            sn >>= 1
+        return fr == old_root and sr == new_root and sn == 0
+    except Exception:
+        return False
+
+
+# --- decoding of the OpenLedger row encoding (docs/ledger-spec.md), for proof files ---
+
+_FIXED = {0x01: 1, 0x02: 8, 0x03: 8, 0x04: 8, 0x07: 8, 0x08: 4, 0x09: 18}
+
+
+def decode_row(data: bytes) -> list[Any]:
+    """Decode one encoded row (encoding version 1) into Python values.
+
+    Strings come back as str, binary as hex str, timestamps as UTC microseconds,
+    dates as days since epoch, decimals as "unscaled/scale" strings.
+    Raises ValueError on any malformed input.
+    """
+    if len(data) < 3 or data[0] != 1:
+        raise ValueError("not an encoding-version-1 row")
+    (ncols,) = struct.unpack_from(">H", data, 1)
+    pos, values = 3, []
+    for _ in range(ncols):
+        if pos + 2 > len(data):
+            raise ValueError("truncated row")
+        tag, flag = data[pos], data[pos + 1]
+        pos += 2
+        if flag not in (0, 1):
+            raise ValueError(f"bad null flag {flag}")
+        if tag in (0x05, 0x06):
+            (length,) = struct.unpack_from(">I", data, pos)
+            raw = data[pos + 4 : pos + 4 + length]
+            if len(raw) != length:
+                raise ValueError("truncated value")
+            pos += 4 + length
+            value: Any = raw.decode("utf-8") if tag == 0x05 else raw.hex()
+        elif tag in _FIXED:
+            raw = data[pos : pos + _FIXED[tag]]
+            if len(raw) != _FIXED[tag]:
+                raise ValueError("truncated value")
+            pos += _FIXED[tag]
+            if tag == 0x01:
+                value = raw != b"\x00"
+            elif tag in (0x02, 0x07):
+                value = struct.unpack(">q", raw)[0]
+            elif tag == 0x03:
+                value = struct.unpack(">Q", raw)[0]
+            elif tag == 0x04:
+                value = struct.unpack(">d", raw)[0]
+            elif tag == 0x08:
+                value = struct.unpack(">i", raw)[0]
+            else:
+                value = f"{int.from_bytes(raw[2:], 'big', signed=True)}/{raw[1]}"
+        else:
+            raise ValueError(f"unknown type tag 0x{tag:02x}")
+        values.append(value if flag == 1 else None)
+    if pos != len(data):
+        raise ValueError("trailing bytes after the last column")
+    return values
+
+
+def _hexes(items: Any) -> list[bytes]:
+    if not isinstance(items, list):
+        raise ValueError("expected a list of hex strings")
+    return [bytes.fromhex(x) for x in items]
+
+
+def check_proof_document(doc: Any) -> tuple[bool, str]:
+    """Check an OpenLedger proof file; returns (ok, explanation)."""
+    try:
+        kind = doc.get("format")
+        if kind == "openledger-consistency-proof/v1":
+            ok = verify_consistency(
+                doc["old_size"], doc["new_size"], bytes.fromhex(doc["old_root"]),
+                bytes.fromhex(doc["new_root"]), _hexes(doc["proof"]),
+            )
+            return ok, ("ledger of size %d is a prefix of size %d" if ok else
+                        "consistency proof does NOT verify (%d -> %d)") % (
+                doc["old_size"], doc["new_size"])
+        if kind != "openledger-inclusion-proof/v1":
+            return False, f"unknown proof format {kind!r}"
+        data = doc["data"]
+        leaf = bytes.fromhex(data["leaf"])
+        data_root = bytes.fromhex(data["root"])
+        if not verify_inclusion(leaf, data["index"], data["size"], _hexes(data["path"]), data_root):
+            return False, "row is NOT included in the table's data root"
+        entry = doc["entry"]
+        fields = dict(zip(entry["fields"], decode_row(bytes.fromhex(entry["leaf"])), strict=True))
+        if fields.get("data_root") != data["root"]:
+            return False, "ledger entry does not commit to this data root"
+        if fields.get("row_count") != data["size"]:
+            return False, "ledger entry row count differs from the proof's tree size"
+        entry_leaf = bytes.fromhex(entry["leaf"])
+        if not verify_inclusion(
+            entry_leaf, entry["index"], entry["log_size"], _hexes(entry["path"]),
+            bytes.fromhex(entry["log_root"]),
+        ):
+            return False, "ledger entry is NOT included in the ledger's log root"
+        return True, (
+            f"row {data['index']} of {data['size']} is in table {fields.get('table_uri')} "
+            f"version {fields.get('delta_version')}, committed as ledger entry "
+            f"{fields.get('seq')} under log root {entry['log_root']} (size {entry['log_size']})"
+        )
+    except Exception as exc:  # malformed document
+        return False, f"malformed proof document: {exc.__class__.__name__}: {exc}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python proofcheck.py PROOF.json", file=sys.stderr)
+        return 2
+    try:
+        with open(args[0], encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:
+        print(f"cannot read proof file: {exc}", file=sys.stderr)
+        return 2
+    ok, message = check_proof_document(doc)
+    print(("OK: " if ok else "FAIL: ") + message)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

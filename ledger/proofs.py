@@ -1,0 +1,150 @@
+"""Self-contained proof documents: a row in a committed table, one ledger in another.
+
+An inclusion proof chains three facts an auditor checks with `ledger.proofcheck` alone:
+the row's leaf is in the table's data root; that root is a field of a ledger entry (the
+entry's leaf is included); the entry is in the ledger's log root at a given size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ledger.commitment import leaf_hash_matrix, sorted_table
+from ledger.encoding import encode_rows
+from ledger.hashing import root_of_leaf_hashes
+from ledger.lake import Lake, LakeError
+from ledger.log import ENTRY_FIELDS, LedgerEntry, entry_hash_matrix
+from ledger.merkle import consistency_proof_from_hashes, inclusion_proof_from_hashes
+
+
+class ProofError(LakeError):
+    """The requested proof cannot be made (no such row, entry or size)."""
+
+
+def find_entry(
+    lake: Lake,
+    table: str,
+    version: int | None = None,
+    partition_key: str | None = None,
+    entries: list[LedgerEntry] | None = None,
+) -> LedgerEntry:
+    """The latest ledger entry for a table (and partition), optionally at a Delta version."""
+    uri = lake.table_uri(table)
+    entries = lake.ledger.entries() if entries is None else entries
+    matches = [
+        e for e in entries
+        if e.table_uri == uri
+        and (version is None or e.delta_version == version)
+        and (partition_key is None or e.partition_key == partition_key)
+    ]
+    if not matches:
+        what = f"table {table!r}" + (f" version {version}" if version is not None else "")
+        what += f" partition {partition_key!r}" if partition_key else ""
+        raise ProofError(f"no ledger entry for {what}")
+    return matches[-1]
+
+
+def _typed(value: object, arrow_type: pa.DataType) -> pa.Scalar:
+    try:
+        return pa.scalar(value).cast(arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise ProofError(f"key value {value!r} is not a valid {arrow_type}: {exc}") from exc
+
+
+def _row_mask(table: pa.Table, key_values: Mapping[str, object]) -> pa.Array:
+    mask = None
+    for column, value in key_values.items():
+        if column not in table.column_names:
+            raise ProofError(f"no column {column!r}; columns are {table.column_names}")
+        col = table.column(column)
+        cond = pc.fill_null(pc.equal(col, _typed(value, col.type)), False)
+        mask = cond if mask is None else pc.and_(mask, cond)
+    if mask is None:
+        raise ProofError("give at least one column=value to select the row")
+    return mask
+
+
+def inclusion_proof_document(
+    lake: Lake,
+    table: str,
+    key_values: Mapping[str, object],
+    *,
+    version: int | None = None,
+    partition_key: str | None = None,
+) -> dict[str, Any]:
+    """Proof that the row selected by `key_values` is in a committed table version."""
+    entries = lake.ledger.entries()
+    entry = find_entry(lake, table, version, partition_key, entries)
+    partition = (entry.partition_column, entry.partition_key) if entry.partition_column else None
+    rows = lake.read(table, entry.delta_version, partition)  # type: ignore[arg-type]
+    ordered = sorted_table(rows, [c for c in entry.row_key.split(",") if c])
+    indices = pc.indices_nonzero(_row_mask(ordered, key_values)).to_pylist()
+    if len(indices) != 1:
+        raise ProofError(
+            f"{len(indices)} rows match {dict(key_values)} in {entry.table_uri} "
+            f"v{entry.delta_version}; a proof needs exactly one (add key columns)"
+        )
+    index = indices[0]
+    hashes = leaf_hash_matrix(ordered)
+    if root_of_leaf_hashes(hashes).hex() != entry.data_root:
+        raise ProofError(
+            f"{entry.table_uri} v{entry.delta_version} no longer matches ledger entry "
+            f"{entry.seq}; run `openledger verify`"
+        )
+    log_hashes = entry_hash_matrix(entries)
+    return {
+        "format": "openledger-inclusion-proof/v1",
+        "hash": "sha256",
+        "tree": "RFC 9162 Merkle Tree Hash",
+        "row": {k: _json_value(v) for k, v in ordered.slice(index, 1).to_pylist()[0].items()},
+        "data": {
+            "leaf": encode_rows(ordered.slice(index, 1))[0].hex(),
+            "index": index,
+            "size": ordered.num_rows,
+            "path": [h.hex() for h in inclusion_proof_from_hashes(hashes, index)],
+            "root": entry.data_root,
+        },
+        "entry": {
+            "fields": list(ENTRY_FIELDS),
+            "leaf": entry.leaf().hex(),
+            "index": entry.seq,
+            "log_size": len(entries),
+            "path": [h.hex() for h in inclusion_proof_from_hashes(log_hashes, entry.seq)],
+            "log_root": entries[-1].log_root,
+        },
+    }
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def consistency_proof_document(
+    lake: Lake, old_size: int, new_size: int | None = None
+) -> dict[str, Any]:
+    """Proof that the ledger at `old_size` entries is a prefix of it at `new_size`."""
+    entries = lake.ledger.entries()
+    new_size = len(entries) if new_size is None else new_size
+    if not 1 <= old_size <= new_size <= len(entries):
+        raise ProofError(
+            f"sizes must satisfy 1 <= old ({old_size}) <= new ({new_size}) <= "
+            f"ledger size ({len(entries)})"
+        )
+    hashes = entry_hash_matrix(entries[:new_size])
+    return {
+        "format": "openledger-consistency-proof/v1",
+        "hash": "sha256",
+        "old_size": old_size,
+        "new_size": new_size,
+        "old_root": entries[old_size - 1].log_root,
+        "new_root": entries[new_size - 1].log_root,
+        "proof": [h.hex() for h in consistency_proof_from_hashes(hashes, old_size)],
+    }

@@ -1,0 +1,32 @@
+"""DuckDB over the lake: every Delta table, and the ledger, as a view.
+
+Tables are registered as Arrow datasets from deltalake (`to_pyarrow_dataset`), which
+works offline with any DuckDB version; DuckDB's own `delta` extension is downloaded at
+run time and is not used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import duckdb
+
+from ledger.lake import Lake, check_table_name
+
+
+def connect(lake: Lake, versions: Mapping[str, int] | None = None) -> duckdb.DuckDBPyConnection:
+    """In-memory DuckDB with one view per table (at `versions[name]` if given) + `ledger`."""
+    versions = dict(versions or {})
+    con = duckdb.connect(":memory:")
+    names = lake.table_names()
+    for name in list(versions):
+        if name != "ledger" and name not in names:
+            check_table_name(name)
+            lake.delta_table(name)  # raises a clear error for a missing table
+    for name in names:
+        dataset = lake.delta_table(name, versions.get(name)).to_pyarrow_dataset()
+        con.register(name, dataset)
+    ledger = lake.ledger.delta_table(versions.get("ledger"))
+    if ledger is not None:
+        con.register("ledger", ledger.to_pyarrow_dataset())
+    return con
