@@ -145,8 +145,10 @@ def check_against_ledger(checkpoint: Checkpoint, entries: list[LedgerEntry]) -> 
     if checkpoint.size > len(entries):
         raise CheckpointError(
             f"checkpoint covers {checkpoint.size} entries but the ledger has {len(entries)}: "
-            "entries were removed")
+            "entries were removed"
+        )
     if checkpoint.size and entries[checkpoint.size - 1].log_root != checkpoint.root.hex():
         raise CheckpointError(
             f"ledger log root at size {checkpoint.size} differs from the checkpoint: "
-            "the ledger was rewritten after it was published")
+            "the ledger was rewritten after it was published"
+        )

@@ -31,6 +31,7 @@ _SMALL_BATCH = 512
 # Leaf hashes gathered before a perfect subtree is folded (a power of two).
 BLOCK_LEAVES = 1 << 17
 
+
 def _threads() -> int:
     return max(1, int(os.environ.get("POLARS_MAX_THREADS", os.cpu_count() or 1)))
 

@@ -98,7 +98,9 @@ class Lake:
         if not base.exists():
             return []
         return sorted(
-            p.name for p in base.iterdir() if (p / "_delta_log").is_dir() and TABLE_NAME.match(p.name)
+            p.name
+            for p in base.iterdir()
+            if (p / "_delta_log").is_dir() and TABLE_NAME.match(p.name)
         )
 
     def delta_table(self, name: str, version: int | None = None) -> DeltaTable:
@@ -161,12 +163,17 @@ class Lake:
             if partition is not None and exists:
                 column, value = partition
                 write_deltalake(
-                    uri, table, mode="overwrite", predicate=f"{column} = '{value}'",
+                    uri,
+                    table,
+                    mode="overwrite",
+                    predicate=f"{column} = '{value}'",
                     storage_options=self.storage_options,
                 )
             else:
                 write_deltalake(
-                    uri, table, mode="overwrite",
+                    uri,
+                    table,
+                    mode="overwrite",
                     partition_by=[partition[0]] if partition is not None else None,
                     storage_options=self.storage_options,
                 )

@@ -195,12 +195,17 @@ def check_proof_document(doc: Any) -> tuple[bool, str]:
         kind = doc.get("format")
         if kind == "openledger-consistency-proof/v1":
             ok = verify_consistency(
-                doc["old_size"], doc["new_size"], bytes.fromhex(doc["old_root"]),
-                bytes.fromhex(doc["new_root"]), _hexes(doc["proof"]),
+                doc["old_size"],
+                doc["new_size"],
+                bytes.fromhex(doc["old_root"]),
+                bytes.fromhex(doc["new_root"]),
+                _hexes(doc["proof"]),
             )
-            return ok, ("ledger of size %d is a prefix of size %d" if ok else
-                        "consistency proof does NOT verify (%d -> %d)") % (
-                doc["old_size"], doc["new_size"])
+            return ok, (
+                "ledger of size %d is a prefix of size %d"
+                if ok
+                else "consistency proof does NOT verify (%d -> %d)"
+            ) % (doc["old_size"], doc["new_size"])
         if kind != "openledger-inclusion-proof/v1":
             return False, f"unknown proof format {kind!r}"
         data = doc["data"]
@@ -216,7 +221,10 @@ def check_proof_document(doc: Any) -> tuple[bool, str]:
             return False, "ledger entry row count differs from the proof's tree size"
         entry_leaf = bytes.fromhex(entry["leaf"])
         if not verify_inclusion(
-            entry_leaf, entry["index"], entry["log_size"], _hexes(entry["path"]),
+            entry_leaf,
+            entry["index"],
+            entry["log_size"],
+            _hexes(entry["path"]),
             bytes.fromhex(entry["log_root"]),
         ):
             return False, "ledger entry is NOT included in the ledger's log root"

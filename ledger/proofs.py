@@ -36,7 +36,8 @@ def find_entry(
     uri = lake.table_uri(table)
     entries = lake.ledger.entries() if entries is None else entries
     matches = [
-        e for e in entries
+        e
+        for e in entries
         if e.table_uri == uri
         and (version is None or e.delta_version == version)
         and (partition_key is None or e.partition_key == partition_key)

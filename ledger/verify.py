@@ -58,10 +58,15 @@ def _check_history(lake: Lake, report: VerifyReport) -> None:
     for commit in dt.history():
         operation = commit.get("operation", "")
         mode = (commit.get("operationParameters") or {}).get("mode", "")
-        if operation not in ("CREATE TABLE", "WRITE") or (operation == "WRITE" and mode != "Append"):
-            report.problems.append(Problem(
-                None, f"ledger table version {commit.get('version')} is a {operation} "
-                f"({mode or 'no mode'}), not an append: the ledger was rewritten"))
+        appended = operation == "WRITE" and mode == "Append"
+        if not (appended or operation == "CREATE TABLE"):
+            report.problems.append(
+                Problem(
+                    None,
+                    f"ledger table version {commit.get('version')} is a {operation} "
+                    f"({mode or 'no mode'}), not an append: the ledger was rewritten",
+                )
+            )
 
 
 def _check_chain(entries: list[LedgerEntry], report: VerifyReport) -> None:
@@ -71,8 +76,9 @@ def _check_chain(entries: list[LedgerEntry], report: VerifyReport) -> None:
         if seq in seen:
             report.problems.append(Problem(seq, "sequence number appears more than once"))
         elif seq != position:
-            report.problems.append(Problem(
-                seq, f"sequence gap: expected entry {position}, found {seq}"))
+            report.problems.append(
+                Problem(seq, f"sequence gap: expected entry {position}, found {seq}")
+            )
         seen.add(seq)
     builder = TreeBuilder()
     prev_root = EMPTY_ROOT.hex()
@@ -80,19 +86,30 @@ def _check_chain(entries: list[LedgerEntry], report: VerifyReport) -> None:
         values = asdict(entry)
         recomputed = leaf_hash(entry_leaf(values)).hex()
         if recomputed != entry.entry_hash:
-            report.problems.append(Problem(
-                entry.seq, f"entry hash differs: stored {entry.entry_hash[:16]}…, "
-                f"fields hash to {recomputed[:16]}… (an entry field was edited)"))
+            report.problems.append(
+                Problem(
+                    entry.seq,
+                    f"entry hash differs: stored {entry.entry_hash[:16]}…, "
+                    f"fields hash to {recomputed[:16]}… (an entry field was edited)",
+                )
+            )
         if entry.prev_log_root != prev_root:
-            report.problems.append(Problem(
-                entry.seq, f"previous log root {entry.prev_log_root[:16]}… does not link "
-                f"to the log root before it {prev_root[:16]}…"))
+            report.problems.append(
+                Problem(
+                    entry.seq,
+                    f"previous log root {entry.prev_log_root[:16]}… does not link "
+                    f"to the log root before it {prev_root[:16]}…",
+                )
+            )
         builder.add_leaf_hashes(np.frombuffer(bytes.fromhex(recomputed), np.uint8).reshape(1, 32))
         log_root = builder.root().hex()
         if log_root != entry.log_root:
-            report.problems.append(Problem(
-                entry.seq, f"log root differs: stored {entry.log_root[:16]}…, "
-                f"recomputed {log_root[:16]}…"))
+            report.problems.append(
+                Problem(
+                    entry.seq,
+                    f"log root differs: stored {entry.log_root[:16]}…, recomputed {log_root[:16]}…",
+                )
+            )
         prev_root = entry.log_root
 
 
@@ -121,8 +138,10 @@ def verify_entry_data(lake: Lake, entry: LedgerEntry) -> list[str]:
     if commitment.schema_hash != entry.schema_hash:
         diffs.append(f"{where}: schema hash differs from the ledger's")
     if commitment.root != entry.data_root:
-        diffs.append(f"{where}: data root {commitment.root[:16]}… differs from the "
-                     f"ledger's {entry.data_root[:16]}… (rows were edited, added or removed)")
+        diffs.append(
+            f"{where}: data root {commitment.root[:16]}… differs from the "
+            f"ledger's {entry.data_root[:16]}… (rows were edited, added or removed)"
+        )
     return diffs
 
 
@@ -135,9 +154,13 @@ def _check_coverage(lake: Lake, entries: list[LedgerEntry], report: VerifyReport
         latest = lake.delta_table(name).version()
         missing = sorted(set(range(latest + 1)) - covered.get(uri, set()))
         if missing:
-            report.problems.append(Problem(
-                None, f"{uri}: Delta version(s) {missing} have no ledger entry "
-                "(written without a commit, or the entry was removed)"))
+            report.problems.append(
+                Problem(
+                    None,
+                    f"{uri}: Delta version(s) {missing} have no ledger entry "
+                    "(written without a commit, or the entry was removed)",
+                )
+            )
 
 
 def verify_lake(

@@ -1,0 +1,148 @@
+"""The `openledger` commands: happy paths and clear errors (exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+from typer.testing import CliRunner
+
+from openledger_pipelines.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(
+        result.exception, SystemExit
+    ), result.exception
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def demo_lake(tmp_path: Path) -> Path:
+    root = tmp_path / "lake"
+    code, output = run("demo", "--lake", str(root))
+    assert code == 0, output
+    assert "verify: OK" in output
+    return root
+
+
+def test_every_command_has_help() -> None:
+    for command in ("demo", "verify", "prove", "verify-proof", "consistency", "sql",
+                    "checkpoint", "checkpoint keygen", "checkpoint sign", "checkpoint verify"):
+        code, output = run(*command.split(), "--help")
+        assert code == 0 and "Usage" in output, command
+
+
+def test_lake_defaults_to_environment(demo_lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENLEDGER_LAKE", str(demo_lake))
+    code, output = run("verify")
+    assert code == 0 and "3 ledger entries verified" in output
+
+
+def test_prove_then_verify_proof(demo_lake: Path, tmp_path: Path) -> None:
+    proof = tmp_path / "proof.json"
+    code, output = run("prove", "--lake", str(demo_lake), "--table", "samples",
+                       "--key", "row_id=3", "--partition", "wine", "--out", str(proof))
+    assert code == 0, output
+    code, output = run("verify-proof", str(proof))
+    assert code == 0 and "OK" in output
+    doc = json.loads(proof.read_text())
+    doc["data"]["path"][0] = "00" * 32
+    proof.write_text(json.dumps(doc))
+    code, output = run("verify-proof", str(proof))
+    assert code == 1 and "FAIL" in output
+
+
+def test_consistency_proof(demo_lake: Path, tmp_path: Path) -> None:
+    proof = tmp_path / "c.json"
+    code, _ = run("consistency", "--lake", str(demo_lake), "--old", "2", "--out", str(proof))
+    assert code == 0
+    assert run("verify-proof", str(proof))[0] == 0
+
+
+def test_checkpoint_keygen_sign_verify(demo_lake: Path, tmp_path: Path) -> None:
+    code, verifier = run("checkpoint", "keygen", "--lake", str(demo_lake), "--name", "t.log")
+    assert code == 0
+    code, note = run("checkpoint", "sign", "--lake", str(demo_lake))
+    assert code == 0 and note.splitlines()[1] == "3"
+    path = tmp_path / "cp.txt"
+    path.write_text(note)
+    code, output = run("checkpoint", "verify", str(path), "--verifier", verifier.strip(),
+                       "--lake", str(demo_lake))
+    assert code == 0 and "matches the ledger" in output
+    path.write_text(note.replace("\n3\n", "\n2\n"))
+    code, output = run("checkpoint", "verify", str(path), "--verifier", verifier.strip(),
+                       "--lake", str(demo_lake))
+    assert code == 2 and "does not verify" in output
+    code, output = run("checkpoint", "keygen", "--lake", str(demo_lake), "--name", "t.log")
+    assert code == 2 and "refusing to overwrite" in output
+
+
+def test_sql_over_tables_and_ledger(demo_lake: Path) -> None:
+    code, output = run("sql", "--lake", str(demo_lake), "--json",
+                       "select datanet, count(*) as n from samples group by 1 order by 1")
+    assert code == 0
+    rows = [json.loads(line) for line in output.splitlines()]
+    assert rows == [{"datanet": "breast_cancer", "n": 569}, {"datanet": "wine", "n": 178}]
+    code, output = run("sql", "--lake", str(demo_lake), "--json", "--at", "samples=1",
+                       "select count(*) as n from samples")
+    assert code == 0 and json.loads(output) == {"n": 178 + 300}
+    code, output = run("sql", "--lake", str(demo_lake), "--json",
+                       "select max(seq) as s from ledger")
+    assert json.loads(output) == {"s": 2}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prove", "--table", "nope", "--key", "id=1"], "no ledger entry"),
+        (["prove", "--table", "../x", "--key", "id=1"], "invalid table name"),
+        (["prove", "--table", "samples", "--key", "row_id"], "name=value"),
+        (["prove", "--table", "samples", "--key", "row_id=abc"], "not a valid int64"),
+        (["prove", "--table", "samples", "--key", "row_id=100000"], "0 rows match"),
+        (["prove", "--table", "samples", "--key", "row_id=3", "--version", "99"],
+         "no ledger entry"),
+        (["sql", "select * from missing_table"], "missing_table"),
+        (["sql", "--at", "samples=99", "select 1"], "no version 99"),
+        (["sql", "--at", "nope=1", "select 1"], "does not exist"),
+        (["consistency", "--old", "9"], "sizes must satisfy"),
+        (["checkpoint", "sign"], "No such file"),
+    ],
+)
+def test_errors_are_clear(demo_lake: Path, args: list[str], message: str) -> None:
+    code, output = run(*args, "--lake", str(demo_lake))
+    assert code == 2, output
+    assert "error:" in output and message in output
+
+
+def test_malformed_proof_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, output = run("verify-proof", str(bad))
+    assert code == 2 and "not JSON" in output
+    bad.write_text(json.dumps({"format": "openledger-inclusion-proof/v1", "data": {}}))
+    code, output = run("verify-proof", str(bad))
+    assert code == 1 and "malformed proof document" in output
+    code, output = run("verify-proof", str(tmp_path / "missing.json"))
+    assert code == 2
+
+
+def test_verify_reports_tampering_with_exit_1(demo_lake: Path) -> None:
+    uri = str(demo_lake / "tables" / "samples")
+    file = DeltaTable(uri, version=0).file_uris()[0]
+    table = pq.read_table(file)
+    values = table.column("f0").to_pylist()
+    values[0] += 1.0
+    pq.write_table(table.set_column(table.schema.get_field_index("f0"), "f0",
+                                    pa.array(values)), file)
+    code, output = run("verify", "--lake", str(demo_lake))
+    assert code == 1
+    assert "FAILED: first problem: entry 0" in output
