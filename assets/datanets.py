@@ -1,0 +1,192 @@
+"""Datanet specs: a typed dataset with a task, a metric and a reward policy.
+
+A spec is a YAML (or JSON) document validated by the pydantic models below. Its hash
+(SHA-256 of the canonical JSON of the validated model) is its version: a changed spec is a
+new version, never an edit. Names of Datanets and contributors are checked here, once,
+so nothing downstream ever builds a path or a predicate from an unchecked name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+CONTRIBUTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+RESERVED_COLUMNS = {"datanet", "contributor", "batch_id", "received_at", "row_hash", "row_index"}
+
+
+class SpecError(ValueError):
+    """A Datanet spec, or a name, that cannot be accepted; the message says why."""
+
+
+def check_datanet_name(name: object) -> str:
+    """A Datanet name: 1-40 lowercase letters, digits or '_', starting with a letter."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise SpecError(
+            f"invalid Datanet name {name!r}: use 1-40 lowercase letters, digits or '_', "
+            "starting with a letter (no paths, spaces or control characters)"
+        )
+    return name
+
+
+def check_contributor_id(contributor: object) -> str:
+    """A contributor id: 1-63 letters, digits, '_', '-' or '.', no '..', no path parts."""
+    if (
+        not isinstance(contributor, str)
+        or not CONTRIBUTOR.match(contributor)
+        or ".." in contributor
+    ):
+        raise SpecError(
+            f"invalid contributor id {contributor!r}: use 1-63 letters, digits, '_', '-' or "
+            "'.', starting with a letter or digit, without '..'"
+        )
+    return contributor
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Column(_Strict):
+    """A typed column with its allowed values."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+    type: Literal["float", "int", "bool", "category", "string"]
+    min: float | None = None
+    max: float | None = None
+    categories: list[str | int] | None = None
+    nullable: bool = False
+    max_length: int = Field(default=256, ge=1, le=1_000_000)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Column:
+        if self.name in RESERVED_COLUMNS:
+            raise ValueError(f"column name {self.name!r} is reserved")
+        if self.type == "category" and not self.categories:
+            raise ValueError(f"category column {self.name!r} needs `categories`")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"column {self.name!r}: min {self.min} > max {self.max}")
+        if (self.min is not None or self.max is not None) and self.type not in ("float", "int"):
+            raise ValueError(f"column {self.name!r}: min/max only apply to numbers")
+        return self
+
+    def polars_type(self) -> pl.DataType:
+        return {
+            "float": pl.Float64(),
+            "int": pl.Int64(),
+            "bool": pl.Boolean(),
+            "category": pl.String(),
+            "string": pl.String(),
+        }[self.type]
+
+
+class QualityPolicy(_Strict):
+    """Thresholds the quality stage applies (issue 4 reads these)."""
+
+    min_row_score: float = Field(default=0.5, ge=0, le=1)
+    min_accepted_share: float = Field(default=0.5, ge=0, le=1)
+    near_duplicate_decimals: int = Field(default=6, ge=0, le=15)
+
+
+class RewardPolicy(_Strict):
+    """How an epoch's pool is split (issue 6 reads these)."""
+
+    epoch_days: int = Field(default=7, ge=1, le=366)
+    pool_per_epoch: int = Field(default=1_000_000_000, ge=0)  # base units
+    z: float = Field(default=1.0, ge=0, le=10)
+    max_share_per_contributor: float = Field(default=1.0, gt=0, le=1)
+
+
+class ValidationSource(_Strict):
+    """Where the fixed validation set comes from; never from contributions being valued."""
+
+    kind: Literal["bundled", "file"]
+    name: str  # bundled: a scikit-learn data set name; file: path relative to the spec
+    fraction: float = Field(default=0.3, gt=0, lt=1)
+    seed: int = 0
+
+
+class DatanetSpec(_Strict):
+    name: str
+    description: str = ""
+    owner: str
+    licence: str
+    task: Literal["binary", "multiclass", "regression"]
+    features: list[Column] = Field(min_length=1, max_length=500)
+    label: Column
+    key: list[str] | None = None
+    metric: Literal["accuracy", "balanced_accuracy", "roc_auc", "r2_clipped"]
+    validation: ValidationSource
+    require_signatures: bool = True
+    max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    quality: QualityPolicy = QualityPolicy()
+    rewards: RewardPolicy = RewardPolicy()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatanetSpec:
+        check_datanet_name(self.name)
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError("column names must be unique (features and label)")
+        for k in self.key or []:
+            if k not in names:
+                raise ValueError(f"key column {k!r} is not a feature or the label")
+        if self.task in ("binary", "multiclass") and self.label.type not in ("int", "category"):
+            raise ValueError("classification labels must be `int` or `category` with categories")
+        if self.task in ("binary", "multiclass") and not self.label.categories:
+            raise ValueError("classification labels need their `categories`")
+        if self.task == "binary" and len(self.label.categories or []) != 2:
+            raise ValueError("a binary task needs exactly two label categories")
+        if self.task == "regression" and self.label.type not in ("float", "int"):
+            raise ValueError("a regression label must be numeric")
+        if self.metric == "r2_clipped" and self.task != "regression":
+            raise ValueError("r2_clipped is a regression metric")
+        if self.metric != "r2_clipped" and self.task == "regression":
+            raise ValueError("regression Datanets use metric r2_clipped")
+        return self
+
+    @property
+    def columns(self) -> list[Column]:
+        """Features then the label: the typed columns of every contribution row."""
+        return [*self.features, self.label]
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def spec_hash(self) -> str:
+        """The spec's version: SHA-256 of its canonical JSON."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+
+def parse_spec(text: str, source: str = "<spec>") -> DatanetSpec:
+    """Parse and validate a YAML/JSON spec; SpecError lists every problem."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a spec must be a mapping of fields")
+    try:
+        return DatanetSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SpecError(f"{source}: invalid Datanet spec: {problems}") from None
+
+
+def load_spec(path: Path) -> DatanetSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec {path}: {exc}") from exc
+    return parse_spec(text, str(path))

@@ -1,0 +1,588 @@
+"""Ingestion: every row of every submitted file ends in contributions, quarantine or duplicates.
+
+A submission is a file (CSV, Parquet or JSON Lines) in a Datanet's inbox with a manifest
+naming its contributor and, where the spec requires it, an Ed25519 signature over the
+file's hash. Each file is read as text columns, validated against the spec column by
+column (vectorized with polars), typed, hashed per row (the row hash is the RFC 9162 leaf
+hash of the row's typed spec columns) and split three ways:
+
+- accepted rows → `contributions` (typed columns + contributor, batch, received time, hash);
+- rejected rows → `quarantine` with a reason code, a message and the raw row as JSON; a
+  file that cannot be used at all is quarantined whole (row_index = -1);
+- exact duplicates (same row hash) → `duplicates`, credited to the first contributor.
+
+Counts reconcile per batch: rows_in = accepted + quarantined + duplicates. Re-submitting a
+file already ingested for the same contributor changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from assets.datanets import Column, DatanetSpec, SpecError, check_contributor_id
+from ledger.commitment import row_leaf_hashes
+
+MANIFEST_SUFFIX = ".manifest.json"
+WHOLE_FILE = -1
+FORMATS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+
+# Reason codes (docs/ingestion.md). File-level reasons quarantine the whole file.
+FILE_REASONS = (
+    "BAD_MANIFEST",
+    "UNKNOWN_CONTRIBUTOR",
+    "BAD_SIGNATURE",
+    "UNSUPPORTED_FORMAT",
+    "FILE_TOO_LARGE",
+    "EMPTY_FILE",
+    "BAD_ENCODING",
+    "PARSE_ERROR",
+    "MISSING_COLUMNS",
+)
+ROW_REASONS = (
+    "PARSE_ERROR",
+    "MISSING_VALUE",
+    "BAD_TYPE",
+    "NON_FINITE",
+    "OUT_OF_RANGE",
+    "BAD_CATEGORY",
+    "FIELD_TOO_LARGE",
+)
+
+META_SCHEMA = {
+    "datanet": pl.String,
+    "contributor": pl.String,
+    "batch_id": pl.String,
+    "received_at": pl.Datetime("us", "UTC"),
+    "row_index": pl.Int64,
+}
+QUARANTINE_SCHEMA = {
+    **META_SCHEMA,
+    "reason_code": pl.String,
+    "message": pl.String,
+    "payload": pl.String,
+}
+DUPLICATES_SCHEMA = {
+    **META_SCHEMA,
+    "row_hash": pl.String,
+    "first_contributor": pl.String,
+    "first_batch_id": pl.String,
+}
+BATCHES_SCHEMA = {
+    "datanet": pl.String,
+    "contributor": pl.String,
+    "batch_id": pl.String,
+    "file_name": pl.String,
+    "received_at": pl.Datetime("us", "UTC"),
+    "status": pl.String,
+    "rows_in": pl.Int64,
+    "accepted": pl.Int64,
+    "quarantined": pl.Int64,
+    "duplicates": pl.Int64,
+    "note": pl.String,
+}
+TABLE_KEYS = {
+    "contributions": ["row_hash"],
+    "quarantine": ["contributor", "batch_id", "row_index", "reason_code"],
+    "duplicates": ["contributor", "batch_id", "row_index"],
+    "batches": ["contributor", "batch_id"],
+}
+
+
+class FileRejected(Exception):
+    """A whole file is unusable; it is quarantined as one row with this reason."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One inbox file and what its manifest says about it."""
+
+    datanet: str
+    contributor: str
+    path: Path
+    batch_id: str
+    received_at: datetime
+    signature: str | None
+    file_name: str
+    manifest_problem: str | None = None
+
+
+def contributions_schema(spec: DatanetSpec) -> dict[str, pl.DataType]:
+    """Columns of a Datanet's contributions table, in order."""
+    typed = {c.name: c.polars_type() for c in spec.columns}
+    return {**META_SCHEMA, "row_hash": pl.String(), **typed}
+
+
+def signing_message(datanet: str, contributor: str, batch_id: str) -> bytes:
+    """What a contributor signs: Datanet, contributor and file hash (no replay elsewhere)."""
+    return f"openledger-contribution/v1\n{datanet}\n{contributor}\n{batch_id}\n".encode()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- the inbox -----------------------------------------------------------------------------
+
+
+def read_manifest(datanet: str, manifest: Path) -> Submission:
+    """A Submission from `<file>.manifest.json`; problems are kept, not raised."""
+    received = datetime.fromtimestamp(manifest.stat().st_mtime, UTC)
+    problem = None
+    contributor, signature, file_name = "<invalid>", None, manifest.name[: -len(MANIFEST_SUFFIX)]
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise ValueError("manifest must be a JSON object")
+        contributor = check_contributor_id(doc.get("contributor"))
+        signature = doc.get("signature")
+        if signature is not None and not isinstance(signature, str):
+            raise ValueError("signature must be a hex string")
+        named = doc.get("file", file_name)
+        if not isinstance(named, str) or Path(named).name != named or named in ("", ".", ".."):
+            raise ValueError(f"file {named!r} must be a plain file name in the inbox")
+        file_name = named
+        if "submitted_at" in doc:
+            received = datetime.fromisoformat(doc["submitted_at"]).astimezone(UTC)
+    except (ValueError, SpecError, OSError, TypeError) as exc:
+        problem = f"unusable manifest {manifest.name}: {exc}"
+    path = manifest.parent / file_name
+    try:
+        batch_id = file_sha256(path)
+    except OSError as exc:
+        problem = problem or f"data file {file_name!r} named by the manifest is missing: {exc}"
+        batch_id = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    return Submission(datanet, contributor, path, batch_id, received, signature, file_name, problem)
+
+
+def inbox_submissions(inbox: Path, datanet: str) -> list[Submission]:
+    """Every manifest in a Datanet's inbox, oldest first (then by batch id: deterministic)."""
+    if not inbox.is_dir():
+        return []
+    subs = [read_manifest(datanet, m) for m in sorted(inbox.glob(f"*{MANIFEST_SUFFIX}"))]
+    return sorted(subs, key=lambda s: (s.received_at, s.batch_id, s.contributor))
+
+
+# --- reading a file as text columns ---------------------------------------------------------
+
+
+def _as_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def read_text_columns(path: Path, max_bytes: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows as all-String columns + row_index, unparseable lines) or FileRejected."""
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise FileRejected(
+            "UNSUPPORTED_FORMAT",
+            f"{path.name}: use .csv, .parquet or .jsonl (got {suffix or 'none'})",
+        )
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise FileRejected("FILE_TOO_LARGE", f"{path.name} is {size} bytes; limit {max_bytes}")
+    if size == 0:
+        raise FileRejected("EMPTY_FILE", f"{path.name} is empty")
+    bad_lines = pl.DataFrame(
+        schema={"row_index": pl.Int64, "message": pl.String, "payload": pl.String}
+    )
+    fmt = FORMATS[suffix]
+    try:
+        if fmt == "parquet":
+            frame = pl.read_parquet(path)
+            frame = frame.select(pl.all().cast(pl.String))
+        else:
+            data = path.read_bytes()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FileRejected("BAD_ENCODING", f"{path.name} is not UTF-8: {exc}") from None
+            if fmt == "csv":
+                frame = pl.read_csv(io.StringIO(text), infer_schema=False)
+            else:
+                frame, bad_lines = _read_jsonl(text)
+    except FileRejected:
+        raise
+    except (pl.exceptions.PolarsError, ValueError, OSError) as exc:  # parser failures
+        raise FileRejected("PARSE_ERROR", f"{path.name}: {exc.__class__.__name__}: {exc}") from None
+    if frame.height == 0 and bad_lines.height == 0:
+        raise FileRejected("EMPTY_FILE", f"{path.name} has no rows")
+    if "row_index" not in frame.columns:
+        frame = frame.with_row_index("row_index").with_columns(pl.col("row_index").cast(pl.Int64))
+    return frame, bad_lines
+
+
+def _read_jsonl(text: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    rows: list[dict[str, str | None]] = []
+    bad: list[dict[str, object]] = []
+    index = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            if not isinstance(doc, dict):
+                raise ValueError("a line must hold a JSON object")
+            rows.append({"row_index": index, **{str(k): _as_text(v) for k, v in doc.items()}})
+        except ValueError as exc:
+            bad.append(
+                {
+                    "row_index": index,
+                    "message": f"line {index + 1}: {exc}",
+                    "payload": line[:10_000],
+                }
+            )
+        index += 1
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    schema = {c: (pl.Int64 if c == "row_index" else pl.String) for c in columns or ["row_index"]}
+    frame = pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
+    bad_frame = pl.DataFrame(
+        bad, schema={"row_index": pl.Int64, "message": pl.String, "payload": pl.String}
+    )
+    return frame, bad_frame
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _column_checks(col: Column) -> tuple[pl.Expr, pl.Expr]:
+    """(typed value, reason message or null) for one spec column over its text column."""
+    raw = pl.col(col.name)
+    name = col.name
+    missing = raw.is_null() | (raw.str.strip_chars() == "")
+    too_long = raw.str.len_chars() > col.max_length
+    text = raw.str.strip_chars()
+    if col.type == "float":
+        value = text.cast(pl.Float64, strict=False)
+    elif col.type == "int":
+        value = text.cast(pl.Int64, strict=False)
+    elif col.type == "bool":
+        lowered = text.str.to_lowercase()
+        value = (
+            pl.when(lowered.is_in(["true", "1", "yes"]))
+            .then(True)
+            .when(lowered.is_in(["false", "0", "no"]))
+            .then(False)
+            .otherwise(None)
+            .cast(pl.Boolean)
+        )
+    else:
+        value = text
+    reason = (
+        pl.when(missing & (not col.nullable))
+        .then(pl.lit(f"MISSING_VALUE|{name}: missing value"))
+        .when(missing)
+        .then(None)
+        .when(too_long)
+        .then(pl.lit(f"FIELD_TOO_LARGE|{name}: longer than {col.max_length}"))
+        .when(value.is_null())
+        .then(pl.lit(f"BAD_TYPE|{name}: not a valid {col.type}: ") + raw.str.slice(0, 40))
+    )
+    if col.type == "float":
+        reason = reason.when(~value.is_finite()).then(
+            pl.lit(f"NON_FINITE|{name}: NaN or infinite value")
+        )
+    if col.min is not None:
+        reason = reason.when(value < col.min).then(
+            pl.lit(f"OUT_OF_RANGE|{name}: below minimum {col.min}: ") + value.cast(pl.String)
+        )
+    if col.max is not None:
+        reason = reason.when(value > col.max).then(
+            pl.lit(f"OUT_OF_RANGE|{name}: above maximum {col.max}: ") + value.cast(pl.String)
+        )
+    if col.categories is not None:
+        allowed = [str(c) for c in col.categories]
+        reason = reason.when(~value.cast(pl.String).is_in(allowed)).then(
+            pl.lit(f"BAD_CATEGORY|{name}: not one of {allowed[:10]}: ") + raw.str.slice(0, 40)
+        )
+    reason = reason.otherwise(None)
+    value = pl.when(missing).then(None).otherwise(value)
+    return value.cast(col.polars_type()).alias(name), reason.alias(f"__reason_{name}")
+
+
+def validate_rows(
+    raw: pl.DataFrame, spec: DatanetSpec
+) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """(typed valid rows + row_index, rejected rows [row_index, reason_code, message,
+    payload], extra column names ignored)."""
+    present = set(raw.columns) - {"row_index"}
+    missing = [c.name for c in spec.columns if c.name not in present]
+    if missing:
+        raise FileRejected(
+            "MISSING_COLUMNS",
+            f"missing column(s) {missing}; the spec needs {[c.name for c in spec.columns]}",
+        )
+    extra = sorted(present - {c.name for c in spec.columns})
+    checks = [_column_checks(c) for c in spec.columns]
+    reasons = [r for _, r in checks]
+    checked = raw.with_columns(
+        pl.coalesce(reasons).alias("__reason"),
+        pl.struct([c.name for c in spec.columns] + extra).struct.json_encode().alias("payload"),
+    )
+    good = checked.filter(pl.col("__reason").is_null()).select("row_index", *[v for v, _ in checks])
+    bad = checked.filter(pl.col("__reason").is_not_null()).select(
+        "row_index",
+        pl.col("__reason").str.split_exact("|", 1).struct.field("field_0").alias("reason_code"),
+        pl.col("__reason").str.split_exact("|", 1).struct.field("field_1").alias("message"),
+        "payload",
+    )
+    return good, bad, extra
+
+
+# --- one run over a Datanet's inbox ----------------------------------------------------------
+
+
+@dataclass
+class IngestResult:
+    """The full new tables of one Datanet after ingesting its pending submissions."""
+
+    contributions: pl.DataFrame
+    quarantine: pl.DataFrame
+    duplicates: pl.DataFrame
+    batches: pl.DataFrame
+    new_batches: list[dict[str, object]] = field(default_factory=list)
+
+
+def _meta(sub: Submission, index: pl.Expr | int) -> list[pl.Expr]:
+    return [
+        pl.lit(sub.datanet, pl.String).alias("datanet"),
+        pl.lit(sub.contributor, pl.String).alias("contributor"),
+        pl.lit(sub.batch_id, pl.String).alias("batch_id"),
+        pl.lit(sub.received_at, pl.Datetime("us", "UTC")).alias("received_at"),
+        (index if isinstance(index, pl.Expr) else pl.lit(index, pl.Int64)).alias("row_index"),
+    ]
+
+
+def _file_rejection(sub: Submission, reason: str, message: str) -> pl.DataFrame:
+    payload = json.dumps({"file": sub.file_name, "batch_id": sub.batch_id})
+    return (
+        pl.DataFrame([{}])
+        .select(
+            *_meta(sub, WHOLE_FILE),
+            pl.lit(reason).alias("reason_code"),
+            pl.lit(message).alias("message"),
+            pl.lit(payload).alias("payload"),
+        )
+        .cast(QUARANTINE_SCHEMA)
+    )  # type: ignore[arg-type]
+
+
+def check_signature(
+    sub: Submission, spec: DatanetSpec, registered: Mapping[str, str]
+) -> tuple[str, str] | None:
+    """(reason, message) when the submission may not be attributed to its contributor."""
+    if sub.manifest_problem:
+        return "BAD_MANIFEST", sub.manifest_problem
+    key_hex = registered.get(sub.contributor)
+    if not spec.require_signatures:
+        return None
+    if key_hex is None:
+        return "UNKNOWN_CONTRIBUTOR", (
+            f"{sub.contributor} has no registered key for Datanet {sub.datanet}"
+        )
+    if not sub.signature:
+        return "BAD_SIGNATURE", f"{sub.file_name}: unsigned submission"
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(key_hex)).verify(
+            bytes.fromhex(sub.signature),
+            signing_message(sub.datanet, sub.contributor, sub.batch_id),
+        )
+    except (ValueError, InvalidSignature):
+        return "BAD_SIGNATURE", (
+            f"{sub.file_name}: signature does not match {sub.contributor}'s registered key"
+        )
+    return None
+
+
+def ingest_submission(
+    spec: DatanetSpec, sub: Submission, registered: Mapping[str, str], known: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, object]]:
+    """(accepted, quarantined, duplicates, batch summary) of one submission.
+
+    `known` holds row_hash, contributor, batch_id of every row accepted before.
+    """
+    summary: dict[str, object] = {
+        "datanet": sub.datanet,
+        "contributor": sub.contributor,
+        "batch_id": sub.batch_id,
+        "file_name": sub.file_name,
+        "received_at": sub.received_at,
+        "note": "",
+    }
+    empty_accepted = pl.DataFrame(schema=contributions_schema(spec))
+    empty_dups = pl.DataFrame(schema=DUPLICATES_SCHEMA)
+    try:
+        refused = check_signature(sub, spec, registered)
+        if refused:
+            raise FileRejected(*refused)
+        raw, bad_lines = read_text_columns(sub.path, spec.max_file_bytes)
+        good, bad, extra = validate_rows(raw, spec)
+    except FileRejected as exc:
+        summary.update(
+            status="rejected",
+            rows_in=0,
+            accepted=0,
+            quarantined=0,
+            duplicates=0,
+            note=f"{exc.reason}: {exc.message}",
+        )
+        return empty_accepted, _file_rejection(sub, exc.reason, exc.message), empty_dups, summary
+    bad_lines = bad_lines.with_columns(pl.lit("PARSE_ERROR").alias("reason_code"))
+    quarantined = pl.concat(
+        [
+            bad.select("row_index", "reason_code", "message", "payload"),
+            bad_lines.select("row_index", "reason_code", "message", "payload"),
+        ]
+    )
+    quarantined = quarantined.select(
+        *_meta(sub, pl.col("row_index")), "reason_code", "message", "payload"
+    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+    typed_cols = [c.name for c in spec.columns]
+    hashes = row_leaf_hashes(good.select(typed_cols)) if good.height else []
+    rows = good.with_columns(pl.Series("row_hash", hashes, dtype=pl.String)).select(
+        *_meta(sub, pl.col("row_index")), "row_hash", *typed_cols
+    )
+    first_in_batch = rows.filter(pl.col("row_hash").is_first_distinct())
+    repeated_in_batch = rows.filter(~pl.col("row_hash").is_first_distinct()).join(
+        first_in_batch.select(
+            "row_hash",
+            pl.col("contributor").alias("first_contributor"),
+            pl.col("batch_id").alias("first_batch_id"),
+        ),
+        on="row_hash",
+    )
+    seen = known.select(
+        "row_hash",
+        pl.col("contributor").alias("first_contributor"),
+        pl.col("batch_id").alias("first_batch_id"),
+    )
+    seen_before = first_in_batch.join(seen, on="row_hash", how="inner")
+    accepted = first_in_batch.join(seen, on="row_hash", how="anti")
+    duplicates = pl.concat([repeated_in_batch, seen_before]).select(DUPLICATES_SCHEMA.keys())
+    summary.update(
+        status="ingested",
+        rows_in=raw.height + bad_lines.height,
+        accepted=accepted.height,
+        quarantined=quarantined.height,
+        duplicates=duplicates.height,
+        note=f"extra columns ignored: {extra}" if extra else "",
+    )
+    return (
+        accepted.cast(contributions_schema(spec)),  # type: ignore[arg-type]
+        quarantined,
+        duplicates.cast(DUPLICATES_SCHEMA),
+        summary,
+    )  # type: ignore[arg-type]
+
+
+def empty_tables(spec: DatanetSpec) -> IngestResult:
+    return IngestResult(
+        contributions=pl.DataFrame(schema=contributions_schema(spec)),
+        quarantine=pl.DataFrame(schema=QUARANTINE_SCHEMA),
+        duplicates=pl.DataFrame(schema=DUPLICATES_SCHEMA),
+        batches=pl.DataFrame(schema=BATCHES_SCHEMA),
+    )
+
+
+def ingest_datanet(
+    spec: DatanetSpec,
+    submissions: Iterable[Submission],
+    registered: Mapping[str, str],
+    previous: IngestResult,
+    progress: Callable[[int, int, Submission], None] | None = None,
+) -> IngestResult:
+    """New full tables: `previous` plus every submission not ingested before."""
+    done = set(
+        zip(
+            previous.batches["contributor"].to_list(),
+            previous.batches["batch_id"].to_list(),
+            strict=True,
+        )
+    )
+    pending = [s for s in submissions if (s.contributor, s.batch_id) not in done]
+    known = previous.contributions.select("row_hash", "contributor", "batch_id")
+    parts: dict[str, list[pl.DataFrame]] = {"contributions": [], "quarantine": [], "duplicates": []}
+    summaries: list[dict[str, object]] = []
+    for i, sub in enumerate(pending, start=1):
+        if (sub.contributor, sub.batch_id) in done:  # the same file twice in one run
+            continue
+        done.add((sub.contributor, sub.batch_id))
+        accepted, quarantined, dups, summary = ingest_submission(spec, sub, registered, known)
+        parts["contributions"].append(accepted)
+        parts["quarantine"].append(quarantined)
+        parts["duplicates"].append(dups)
+        summaries.append(summary)
+        known = pl.concat([known, accepted.select("row_hash", "contributor", "batch_id")])
+        if progress:
+            progress(i, len(pending), sub)
+    new_batches = pl.DataFrame(summaries, schema=BATCHES_SCHEMA) if summaries else None
+    return IngestResult(
+        contributions=_concat(previous.contributions, parts["contributions"]),
+        quarantine=_concat(previous.quarantine, parts["quarantine"]),
+        duplicates=_concat(previous.duplicates, parts["duplicates"]),
+        batches=_concat(previous.batches, [new_batches] if new_batches is not None else []),
+        new_batches=summaries,
+    )
+
+
+def _concat(base: pl.DataFrame, more: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    return pl.concat([base, *more]) if more else base
+
+
+def reconcile(result: IngestResult) -> list[str]:
+    """Problems with the counts (empty when every input row is accounted for)."""
+    problems = []
+    batches = result.batches
+    bad = batches.filter(
+        pl.col("rows_in") != pl.col("accepted") + pl.col("quarantined") + pl.col("duplicates")
+    )
+    for row in bad.iter_rows(named=True):
+        problems.append(
+            f"batch {row['batch_id'][:12]} of {row['contributor']}: rows_in "
+            f"{row['rows_in']} != accepted + quarantined + duplicates"
+        )
+    counted = {
+        "accepted": result.contributions.height,
+        "quarantined": result.quarantine.filter(pl.col("row_index") != WHOLE_FILE).height,
+        "duplicates": result.duplicates.height,
+    }
+    for column, actual in counted.items():
+        expected = int(batches[column].sum() or 0)
+        if expected != actual:
+            problems.append(f"{column}: batches say {expected}, tables hold {actual}")
+    return problems
