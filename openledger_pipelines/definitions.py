@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import dagster as dg
 
-from openledger_pipelines import samples
+from openledger_pipelines import automation, ingestion
 from openledger_pipelines.resources import LakeResource, default_lake_root
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([samples]),
-    resources={"lake": LakeResource(root=default_lake_root())},
-)
+
+def build_defs(lake_root: str) -> dg.Definitions:
+    """Definitions bound to one lake (the CLI passes its --lake; the UI uses the env)."""
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([ingestion]),
+        jobs=[automation.datanet_job],
+        sensors=[automation.inbox_sensor],
+        schedules=[automation.daily_batch],
+        resources={"lake": LakeResource(root=lake_root)},
+    )
+
+
+defs = build_defs(default_lake_root())

@@ -1,109 +1,113 @@
-"""The embedded demo: real tabular data committed, verified and proved end to end.
-
-Until the Dagster pipeline lands, the main job is a ledger demo over two Datanets built
-from scikit-learn's bundled wine and breast-cancer tables: commit each as a partition of a
-`samples` table, append a second batch to one of them, verify the ledger, and make and
-check an inclusion proof, a consistency proof and a signed checkpoint.
-"""
+"""The embedded demo: specs, keys and planted contributors' files, run through Dagster."""
 
 from __future__ import annotations
 
 import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
+import polars as pl
+import yaml
 from rich.console import Console
 from rich.table import Table
-from sklearn.datasets import load_breast_cancer, load_wine
 
+from assets.demo_data import DEMO_CONTRIBUTORS, DEMO_DATANETS, demo_files, demo_spec
+from assets.layout import (
+    Registration,
+    contributor_public_key,
+    install_spec,
+    submit,
+    write_registration,
+)
 from ledger import checkpoint as ckpt
 from ledger.lake import Lake
 from ledger.proofcheck import check_proof_document
-from ledger.proofs import consistency_proof_document, inclusion_proof_document
+from ledger.proofs import inclusion_proof_document
 from ledger.verify import verify_lake
+from openledger_pipelines.ingestion import contributions_table
+from openledger_pipelines.runner import persistent_instance, run_datanets
 
-DEMO_TABLE = "samples"
+REGISTERED_AT = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def demo_table(datanet: str, first_id: int = 0, rows: slice | None = None) -> pa.Table:
-    """A Datanet's rows from a bundled scikit-learn data set, as an Arrow table."""
-    data = load_wine() if datanet == "wine" else load_breast_cancer()
-    features = data.data[rows] if rows is not None else data.data
-    labels = data.target[rows] if rows is not None else data.target
-    n = features.shape[0]
-    columns: dict[str, pa.Array] = {
-        "datanet": pa.array([datanet] * n),
-        "row_id": pa.array(np.arange(first_id, first_id + n, dtype=np.int64)),
-        "label": pa.array(labels.astype(np.int64)),
-    }
-    for j in range(6):  # one schema for both Datanets: their first six features
-        columns[f"f{j}"] = pa.array(features[:, j])
-    return pa.table(columns)
+def prepare_demo(root: Path, seed: int = 0) -> None:
+    """Place the demo specs, register the contributors and submit their files (idempotent)."""
+    for name in DEMO_DATANETS:
+        spec = demo_spec(name)
+        install_spec(root, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        for contributor in DEMO_CONTRIBUTORS:
+            public = contributor_public_key(root, name, contributor)
+            write_registration(root, Registration(name, contributor, public, REGISTERED_AT))
+        with tempfile.TemporaryDirectory() as tmp:
+            for demo in demo_files(spec, seed):
+                source = Path(tmp) / demo.file_name
+                source.write_bytes(demo.content)
+                submit(
+                    root,
+                    name,
+                    demo.contributor,
+                    source,
+                    submitted_at=demo.submitted_at,
+                    sign=demo.signed,
+                )
+
+
+def summary_table(lake: Lake) -> Table:
+    """Per Datanet: files, rows in, accepted, quarantined, duplicates (from `batches`)."""
+    batches = pl.from_arrow(lake.read("batches"))
+    per = (
+        batches.group_by("datanet")
+        .agg(  # type: ignore[union-attr]
+            pl.len().alias("files"),
+            (pl.col("status") == "rejected").sum().alias("rejected files"),
+            pl.col("rows_in").sum(),
+            pl.col("accepted").sum(),
+            pl.col("quarantined").sum(),
+            pl.col("duplicates").sum(),
+        )
+        .sort("datanet")
+    )
+    grid = Table(*per.columns, title="ingestion")
+    for row in per.iter_rows():
+        grid.add_row(*(str(v) for v in row))
+    return grid
 
 
 def run_demo(lake: Lake, console: Console, code_version: str) -> bool:
-    """Commit, verify and prove on the demo data; returns whether everything checked."""
-    run_id = "demo"
-    written = [
-        lake.write(
-            DEMO_TABLE,
-            demo_table("wine"),
-            partition=("datanet", "wine"),
-            key=["row_id"],
-            run_id=run_id,
-            code_version=code_version,
-        ),
-        lake.write(
-            DEMO_TABLE,
-            demo_table("breast_cancer", rows=slice(0, 300)),
-            partition=("datanet", "breast_cancer"),
-            key=["row_id"],
-            run_id=run_id,
-            code_version=code_version,
-        ),
-        lake.write(
-            DEMO_TABLE,
-            demo_table("breast_cancer"),  # a second batch arrives
-            partition=("datanet", "breast_cancer"),
-            key=["row_id"],
-            run_id=run_id,
-            code_version=code_version,
-        ),
-    ]
-    summary = Table("seq", "table", "partition", "delta version", "rows", "data root")
-    for c in written:
-        summary.add_row(
-            str(c.entry.seq),
-            c.table,
-            c.entry.partition_key or "",
-            str(c.delta_version),
-            str(c.commitment.row_count),
-            c.commitment.root[:16],
+    """Run the whole current pipeline on the demo data; print what it did and checked."""
+    root = Path(lake.root)
+    prepare_demo(root)
+    instance = persistent_instance(root)
+
+    def report(name: str, result) -> None:
+        console.print(
+            f"{name}: {'[green]run succeeded' if result.success else '[red]run failed'}"
+            f"[/] ({result.run_id[:8]})"
         )
-    console.print(summary)
 
-    report = verify_lake(lake)
+    outcome = run_datanets(root, instance, on_done=report)
+    console.print(summary_table(lake))
+    report_ok = verify_lake(lake)
     console.print(
-        f"verify: {'[green]OK' if report.ok else '[red]FAILED'}[/] — "
-        f"{report.entries} entries, {report.rows_checked} rows recomputed"
-    )
-
-    proof = inclusion_proof_document(lake, DEMO_TABLE, {"row_id": 7}, partition_key="wine")
-    ok_row, message = check_proof_document(json.loads(json.dumps(proof)))
-    console.print(
-        f"inclusion proof of wine row_id=7: {'[green]OK' if ok_row else '[red]FAIL'}[/]"
-        f" — {message}",
+        f"ledger: {report_ok.entries} entries; verify: "
+        f"{'[green]OK' if report_ok.ok else '[red]FAILED: ' + str(report_ok.first)}[/]",
         highlight=False,
     )
-    console.print_json(json.dumps({k: proof[k] for k in ("row", "data")}))
-
-    ok_cons, message = check_proof_document(consistency_proof_document(lake, 1))
-    console.print(f"consistency proof: {'[green]OK' if ok_cons else '[red]FAIL'}[/] — {message}")
-
+    first = pl.from_arrow(lake.read(contributions_table("wine"))).row(0, named=True)
+    proof = inclusion_proof_document(
+        lake, contributions_table("wine"), {"row_hash": first["row_hash"]}
+    )
+    ok_row, message = check_proof_document(json.loads(json.dumps(proof)))
+    console.print(
+        f"inclusion proof for {first['contributor']}'s wine row: "
+        f"{'[green]OK' if ok_row else '[red]FAIL'}[/] — {message}",
+        highlight=False,
+    )
     signer, verifier = ckpt.generate_keys("openledger.demo")
     entries = lake.ledger.entries()
     note = ckpt.sign_checkpoint(ckpt.checkpoint_of(entries, "openledger/demo"), signer)
     ckpt.check_against_ledger(ckpt.open_checkpoint(note, verifier), entries)
-    console.print(f"signed checkpoint (verifier key {verifier}):", highlight=False)
+    console.print(f"signed checkpoint (verifier {verifier}):", highlight=False)
     console.out(note, highlight=False)
-    return report.ok and ok_row and ok_cons
+    return all(outcome.values()) and report_ok.ok and ok_row

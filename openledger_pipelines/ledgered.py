@@ -1,37 +1,31 @@
-"""The one place a Dagster asset writes a table: Delta write + ledger commit + metadata."""
+"""The one place a Dagster asset writes a table: Delta write + ledger commit + metadata.
+
+A data engineer adding an asset calls `write_table` and returns `materialization(...)`;
+the ledger entry, its check and the run metadata come with it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
 from ledger.lake import Committed, Lake
+from ledger.verify import verify_entry_data
 from openledger_pipelines.version import code_version
 
 
-def commit_metadata(committed: Committed) -> dict[str, dg.MetadataValue]:
-    """What every materialization shows: rows, Delta version, root, ledger seq, URI."""
-    return {
-        "dagster/row_count": dg.MetadataValue.int(committed.commitment.row_count),
-        "delta_version": dg.MetadataValue.int(committed.delta_version),
-        "data_root": dg.MetadataValue.text(committed.commitment.root),
-        "ledger_seq": dg.MetadataValue.int(committed.entry.seq),
-        "log_root": dg.MetadataValue.text(committed.entry.log_root),
-        "table_uri": dg.MetadataValue.text(committed.table_uri),
-    }
-
-
-def write_ledgered(
+def write_table(
     context: dg.AssetExecutionContext,
     lake: Lake,
     table_name: str,
     data: object,
     *,
+    asset_key: str,
     partition_column: str | None = None,
     key: Sequence[str] | None = None,
-) -> dg.MaterializeResult:
-    """Write an asset's table (its partition, if partitioned) and commit it to the ledger."""
+) -> Committed:
+    """Write a table (or the run's partition of it) and commit it to the ledger."""
     partition = (
         (partition_column, context.partition_key)
         if partition_column is not None and context.has_partition_key
@@ -40,15 +34,44 @@ def write_ledgered(
     committed = lake.write(
         table_name,
         data,
-        asset_key=context.asset_key.to_user_string(),
+        asset_key=asset_key,
         partition=partition,
         key=key,
         run_id=context.run.run_id,
         code_version=code_version(),
     )
     context.log.info(
-        f"committed {table_name} v{committed.delta_version}: "
-        f"{committed.commitment.row_count} rows, "
-        f"root {committed.commitment.root[:16]}…, ledger seq {committed.entry.seq}"
+        f"{asset_key}: wrote {table_name} v{committed.delta_version}, "
+        f"{committed.commitment.row_count} rows, root {committed.commitment.root[:16]}…, "
+        f"ledger seq {committed.entry.seq}"
     )
-    return dg.MaterializeResult(metadata=commit_metadata(committed))
+    return committed
+
+
+def materialization(
+    committed: Committed,
+    asset_key: str | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> dg.MaterializeResult:
+    """What every materialization shows: rows, Delta version, root, ledger seq, URI."""
+    metadata: dict[str, object] = {
+        "dagster/row_count": dg.MetadataValue.int(committed.commitment.row_count),
+        "delta_version": dg.MetadataValue.int(committed.delta_version),
+        "data_root": dg.MetadataValue.text(committed.commitment.root),
+        "ledger_seq": dg.MetadataValue.int(committed.entry.seq),
+        "log_root": dg.MetadataValue.text(committed.entry.log_root),
+        "table_uri": dg.MetadataValue.text(committed.table_uri),
+        **(extra or {}),
+    }
+    return dg.MaterializeResult(asset_key=asset_key, metadata=metadata)  # type: ignore[arg-type]
+
+
+def ledger_check(lake: Lake, committed: Committed, asset_key: str) -> dg.AssetCheckResult:
+    """Re-read the committed version and recompute its root against the ledger entry."""
+    diffs = verify_entry_data(lake, committed.entry)
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name="ledger_matches",
+        passed=not diffs,
+        metadata={"ledger_seq": committed.entry.seq, "problems": "; ".join(diffs) or "none"},
+    )

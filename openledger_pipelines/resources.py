@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -21,3 +22,7 @@ class LakeResource(dg.ConfigurableResource):
 
     def open(self) -> Lake:
         return Lake(self.root)
+
+    def root_path(self) -> Path:
+        """The local folder holding specs, inbox and registrations."""
+        return Path(self.open().root)

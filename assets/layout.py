@@ -1,0 +1,244 @@
+"""Where specs, contributor registrations and inbox files live in a local lake.
+
+Every path is built from a checked name and then checked to stay inside the lake root, so
+a hostile Datanet or contributor name can never reach a file outside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from assets.datanets import (
+    DatanetSpec,
+    SpecError,
+    check_contributor_id,
+    check_datanet_name,
+    parse_spec,
+)
+from assets.ingest import MANIFEST_SUFFIX, signing_message
+
+SPECS = "specs"
+INBOX = "inbox"
+REGISTRY = "registry"
+KEYS = "keys"
+SAFE_FILE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """root/parts, refusing anything that resolves outside root."""
+    base = root.resolve()
+    path = base.joinpath(*parts).resolve()
+    if not path.is_relative_to(base):
+        raise SpecError(f"path {'/'.join(parts)!r} escapes the lake root {base}")
+    return path
+
+
+def spec_path(root: Path, datanet: str) -> Path:
+    return inside(root, SPECS, f"{check_datanet_name(datanet)}.yaml")
+
+
+def inbox_dir(root: Path, datanet: str) -> Path:
+    return inside(root, INBOX, check_datanet_name(datanet))
+
+
+def registry_dir(root: Path, datanet: str) -> Path:
+    return inside(root, REGISTRY, check_datanet_name(datanet))
+
+
+def key_path(root: Path, datanet: str, contributor: str) -> Path:
+    return inside(
+        root, KEYS, check_datanet_name(datanet), f"{check_contributor_id(contributor)}.key"
+    )
+
+
+def safe_file_name(name: str) -> str:
+    """A plain, harmless file name derived from a user's file name."""
+    cleaned = SAFE_FILE.sub("_", Path(name).name).strip("._") or "file"
+    return cleaned[:100]
+
+
+def datanet_fingerprint(root: Path, datanet: str) -> str:
+    """Hash of everything that should trigger a run: spec, manifests, registrations."""
+    digest = hashlib.sha256()
+    parts = [spec_path(root, datanet)]
+    for folder, pattern in (
+        (inbox_dir(root, datanet), f"*{MANIFEST_SUFFIX}"),
+        (registry_dir(root, datanet), "*.json"),
+    ):
+        parts.extend(sorted(folder.glob(pattern)) if folder.is_dir() else [])
+    for path in parts:
+        digest.update(path.name.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest() if path.exists() else b"-")
+    return digest.hexdigest()
+
+
+def install_spec(root: Path, text: str, source: str = "<spec>") -> tuple[DatanetSpec, bool]:
+    """Validate a spec and place it in the lake; (spec, changed). A changed spec replaces
+    the file, and the `datanets` asset records it as a new version."""
+    spec = parse_spec(text, source)
+    path = spec_path(root, spec.name)
+    if path.exists():
+        try:
+            if parse_spec(path.read_text(encoding="utf-8")).spec_hash() == spec.spec_hash():
+                return spec, False
+        except SpecError:
+            pass  # a broken file in place is replaced by the valid one
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return spec, True
+
+
+def contributor_public_key(root: Path, datanet: str, contributor: str) -> str:
+    """The public key of an existing key file, or of a newly created one."""
+    path = key_path(root, datanet, contributor)
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))["public_key"]
+    return new_contributor_key(root, datanet, contributor)[1]
+
+
+def spec_names(root: Path) -> list[str]:
+    """Datanets that have a spec file, by name."""
+    folder = root / SPECS
+    if not folder.is_dir():
+        return []
+    names = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            names.append(check_datanet_name(path.stem))
+        except SpecError:
+            continue  # a stray file with a hostile name is never a Datanet
+    return names
+
+
+@dataclass(frozen=True)
+class Registration:
+    datanet: str
+    contributor: str
+    public_key: str  # hex, Ed25519 raw public key
+    registered_at: datetime
+
+
+def write_registration(root: Path, reg: Registration) -> Path:
+    """Record a contributor's public key; re-registering a different key is refused."""
+    folder = registry_dir(root, reg.datanet)
+    path = inside(folder, f"{check_contributor_id(reg.contributor)}.json")
+    if path.exists():
+        current = read_registration(reg.datanet, path)
+        if current.public_key != reg.public_key:
+            raise SpecError(
+                f"{reg.contributor} already registered a different key for "
+                f"{reg.datanet}; key rotation is not supported"
+            )
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "contributor": reg.contributor,
+                "public_key": reg.public_key,
+                "registered_at": reg.registered_at.isoformat(),
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def read_registration(datanet: str, path: Path) -> Registration:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    key = doc["public_key"]
+    if not isinstance(key, str) or len(bytes.fromhex(key)) != 32:
+        raise SpecError(f"{path.name}: public_key must be 32 bytes of hex")
+    return Registration(
+        datanet=datanet,
+        contributor=check_contributor_id(doc["contributor"]),
+        public_key=key,
+        registered_at=datetime.fromisoformat(doc["registered_at"]).astimezone(UTC),
+    )
+
+
+def registrations(root: Path, datanet: str) -> tuple[list[Registration], list[str]]:
+    """(valid registrations, problems): a malformed file is reported, never trusted."""
+    folder = registry_dir(root, datanet)
+    found, problems = [], []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            found.append(read_registration(datanet, path))
+        except (ValueError, KeyError, TypeError, SpecError) as exc:
+            problems.append(f"{path.name}: ignored, {exc.__class__.__name__}: {exc}")
+    return found, problems
+
+
+def new_contributor_key(
+    root: Path, datanet: str, contributor: str, key_file: Path | None = None
+) -> tuple[Path, str]:
+    """Create an Ed25519 key file for a contributor; returns (path, public key hex)."""
+    path = key_file or key_path(root, datanet, contributor)
+    if path.exists():
+        raise SpecError(f"{path} exists; refusing to overwrite a key")
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes_raw().hex()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "datanet": datanet,
+                "contributor": contributor,
+                "private_key": private.private_bytes_raw().hex(),
+                "public_key": public,
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    path.chmod(0o600)
+    return path, public
+
+
+def submit(
+    root: Path,
+    datanet: str,
+    contributor: str,
+    source: Path,
+    key_file: Path | None = None,
+    submitted_at: datetime | None = None,
+    sign: bool = True,
+) -> Path:
+    """Copy a file into the Datanet's inbox with a manifest, signed with the contributor's
+    key file when one is given (or exists at the default place) unless `sign` is False."""
+    check_datanet_name(datanet)
+    check_contributor_id(contributor)
+    data = source.read_bytes()
+    batch_id = hashlib.sha256(data).hexdigest()
+    name = f"{batch_id[:16]}-{contributor}-{safe_file_name(source.name)}"
+    folder = inbox_dir(root, datanet)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = inside(folder, name)
+    signature = None
+    key_file = key_file or key_path(root, datanet, contributor)
+    if sign and key_file.exists():
+        doc = json.loads(key_file.read_text(encoding="utf-8"))
+        if doc.get("contributor") != contributor:
+            raise SpecError(
+                f"{key_file} belongs to {doc.get('contributor')!r}, not {contributor!r}"
+            )
+        private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(doc["private_key"]))
+        signature = private.sign(signing_message(datanet, contributor, batch_id)).hex()
+    target.write_bytes(data)
+    manifest = {
+        "contributor": contributor,
+        "file": name,
+        "sha256": batch_id,
+        "signature": signature,
+        "submitted_at": (submitted_at or datetime.now(UTC)).isoformat(),
+    }
+    inside(folder, name + MANIFEST_SUFFIX).write_text(json.dumps(manifest) + "\n", encoding="utf-8")
+    return target

@@ -1,0 +1,258 @@
+"""Stage 1 assets: Datanet specs, contributor keys and ingested contributions.
+
+Thin wrappers: read the inputs from the lake, call `assets.*`, write through
+`write_table` (Delta + ledger), return metadata and check results.
+"""
+
+import dagster as dg
+import polars as pl
+
+from assets.datanets import DatanetSpec, load_spec
+from assets.ingest import (
+    BATCHES_SCHEMA,
+    DUPLICATES_SCHEMA,
+    QUARANTINE_SCHEMA,
+    TABLE_KEYS,
+    IngestResult,
+    contributions_schema,
+    inbox_submissions,
+    ingest_datanet,
+    reconcile,
+)
+from assets.layout import inbox_dir, registrations, spec_path
+from ledger.lake import Lake, LakeError
+from openledger_pipelines.ledgered import ledger_check, materialization, write_table
+from openledger_pipelines.partitions import datanet_partitions
+from openledger_pipelines.resources import LakeResource
+
+DATANETS_SCHEMA = {
+    "datanet": pl.String,
+    "spec_version": pl.Int64,
+    "spec_hash": pl.String,
+    "task": pl.String,
+    "metric": pl.String,
+    "owner": pl.String,
+    "licence": pl.String,
+    "require_signatures": pl.Boolean,
+    "spec_json": pl.String,
+}
+CONTRIBUTORS_SCHEMA = {
+    "datanet": pl.String,
+    "contributor": pl.String,
+    "public_key": pl.String,
+    "registered_at": pl.Datetime("us", "UTC"),
+}
+
+
+def contributions_table(datanet: str) -> str:
+    """Contributions have the Datanet's own typed columns: one table per Datanet."""
+    return f"contributions_{datanet}"
+
+
+def read_or_empty(
+    lake: Lake, table: str, schema: dict, partition: tuple[str, str] | None = None
+) -> pl.DataFrame:
+    """The latest rows of a table (or partition); an empty frame if it does not exist yet."""
+    try:
+        frame = pl.from_arrow(lake.read(table, partition=partition))
+    except LakeError:
+        return pl.DataFrame(schema=schema)
+    return frame.select(list(schema)).cast(schema)  # type: ignore[union-attr,arg-type]
+
+
+def current_spec(lake: LakeResource, datanet: str) -> DatanetSpec:
+    path = spec_path(lake.root_path(), datanet)
+    if not path.exists():
+        raise dg.Failure(f"Datanet {datanet!r} has no spec at {path}")
+    return load_spec(path)
+
+
+@dg.asset(
+    partitions_def=datanet_partitions,
+    pool="ledger",
+    group_name="ingestion",
+    kinds={"delta"},
+)
+def datanets(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """Every version of the Datanet's spec; a changed spec is a new version row."""
+    datanet = context.partition_key
+    spec = current_spec(lake, datanet)
+    store = lake.open()
+    versions = read_or_empty(store, "datanets", DATANETS_SCHEMA, ("datanet", datanet))
+    if spec.spec_hash() not in versions["spec_hash"].to_list():
+        row = {
+            "datanet": datanet,
+            "spec_version": versions.height + 1,
+            "spec_hash": spec.spec_hash(),
+            "task": spec.task,
+            "metric": spec.metric,
+            "owner": spec.owner,
+            "licence": spec.licence,
+            "require_signatures": spec.require_signatures,
+            "spec_json": spec.canonical_json(),
+        }
+        versions = pl.concat([versions, pl.DataFrame([row], schema=DATANETS_SCHEMA)])
+        context.log.info(f"{datanet}: spec version {row['spec_version']} ({row['spec_hash'][:12]})")
+    committed = write_table(
+        context,
+        store,
+        "datanets",
+        versions,
+        asset_key="datanets",
+        partition_column="datanet",
+        key=["spec_version"],
+    )
+    return materialization(
+        committed, extra={"spec_hash": spec.spec_hash(), "spec_version": versions.height}
+    )
+
+
+@dg.asset(
+    partitions_def=datanet_partitions,
+    pool="ledger",
+    group_name="ingestion",
+    kinds={"delta"},
+    deps=[datanets],
+)
+def contributors(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """Contributors and the Ed25519 public keys they registered with the Datanet."""
+    datanet = context.partition_key
+    found, problems = registrations(lake.root_path(), datanet)
+    for problem in problems:
+        context.log.warning(f"{datanet}: registration {problem}")
+    frame = pl.DataFrame(
+        [
+            {
+                "datanet": r.datanet,
+                "contributor": r.contributor,
+                "public_key": r.public_key,
+                "registered_at": r.registered_at,
+            }
+            for r in found
+        ],
+        schema=CONTRIBUTORS_SCHEMA,
+    )
+    committed = write_table(
+        context,
+        lake.open(),
+        "contributors",
+        frame,
+        asset_key="contributors",
+        partition_column="datanet",
+        key=["contributor"],
+    )
+    return materialization(committed, extra={"ignored_registrations": len(problems)})
+
+
+INGEST_OUTPUTS = ("contributions", "quarantine", "duplicates", "batches")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            name,
+            deps=[datanets, contributors],
+            group_name="ingestion",
+            kinds={"delta", "polars"},
+            description=doc,
+        )
+        for name, doc in (
+            ("contributions", "Accepted contribution rows, typed by the Datanet's spec."),
+            ("quarantine", "Rejected rows and files, with reason code, message and payload."),
+            ("duplicates", "Exact duplicate rows; the credit stays with the first contributor."),
+            ("batches", "One row per ingested file: counts that reconcile."),
+        )
+    ],
+    partitions_def=datanet_partitions,
+    pool="ledger",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "schema_conforms",
+            asset="contributions",
+            blocking=True,
+            description="Contributions have exactly the spec's typed columns.",
+        ),
+        dg.AssetCheckSpec(
+            "counts_reconcile",
+            asset="contributions",
+            blocking=True,
+            description="rows in = accepted + quarantined + duplicates.",
+        ),
+        *[
+            dg.AssetCheckSpec(
+                "ledger_matches",
+                asset=name,
+                blocking=True,
+                description="The committed version recomputes to its ledger root.",
+            )
+            for name in INGEST_OUTPUTS
+        ],
+    ],
+)
+def ingest(context: dg.AssetExecutionContext, lake: LakeResource):
+    """Ingest every new inbox file of the Datanet: validate, type, hash, split three ways."""
+    datanet = context.partition_key
+    spec = current_spec(lake, datanet)
+    store = lake.open()
+    part = ("datanet", datanet)
+    previous = IngestResult(
+        contributions=read_or_empty(
+            store, contributions_table(datanet), contributions_schema(spec)
+        ),
+        quarantine=read_or_empty(store, "quarantine", QUARANTINE_SCHEMA, part),
+        duplicates=read_or_empty(store, "duplicates", DUPLICATES_SCHEMA, part),
+        batches=read_or_empty(store, "batches", BATCHES_SCHEMA, part),
+    )
+    found, _ = registrations(lake.root_path(), datanet)
+    keys = {r.contributor: r.public_key for r in found}
+    submissions = inbox_submissions(inbox_dir(lake.root_path(), datanet), datanet)
+
+    def progress(done: int, total: int, sub) -> None:
+        context.log.info(f"{datanet}: ingested {done}/{total}: {sub.file_name} ({sub.contributor})")
+
+    result = ingest_datanet(spec, submissions, keys, previous, progress)
+    tables = {
+        "contributions": (contributions_table(datanet), result.contributions, None),
+        "quarantine": ("quarantine", result.quarantine, "datanet"),
+        "duplicates": ("duplicates", result.duplicates, "datanet"),
+        "batches": ("batches", result.batches, "datanet"),
+    }
+    committed = {}
+    for name, (table, frame, partition_column) in tables.items():
+        committed[name] = write_table(
+            context,
+            store,
+            table,
+            frame,
+            asset_key=name,
+            partition_column=partition_column,
+            key=TABLE_KEYS[name],
+        )
+    new = result.new_batches
+    summary = {
+        "new_files": len(new),
+        "rows_in": sum(int(b["rows_in"]) for b in new),  # type: ignore[call-overload]
+        "accepted": sum(int(b["accepted"]) for b in new),  # type: ignore[call-overload]
+        "quarantined": sum(int(b["quarantined"]) for b in new),  # type: ignore[call-overload]
+        "duplicates": sum(int(b["duplicates"]) for b in new),  # type: ignore[call-overload]
+        "rejected_files": sum(1 for b in new if b["status"] == "rejected"),
+    }
+    for name in INGEST_OUTPUTS:
+        yield materialization(committed[name], name, summary if name == "batches" else None)
+    expected = contributions_schema(spec)
+    actual = dict(result.contributions.schema)
+    yield dg.AssetCheckResult(
+        asset_key="contributions",
+        check_name="schema_conforms",
+        passed=list(actual.items()) == list(expected.items()),
+        metadata={"columns": ", ".join(f"{k}:{v}" for k, v in actual.items())},
+    )
+    problems = reconcile(result)
+    yield dg.AssetCheckResult(
+        asset_key="contributions",
+        check_name="counts_reconcile",
+        passed=not problems,
+        metadata={"problems": "; ".join(problems) or "none", **summary},
+    )
+    for name in INGEST_OUTPUTS:
+        yield ledger_check(store, committed[name], name)

@@ -1,0 +1,68 @@
+"""Run the pipeline in-process on the persistent Dagster instance the UI shares."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+
+from assets.layout import spec_names
+from openledger_pipelines.definitions import build_defs
+from openledger_pipelines.partitions import datanet_partitions
+
+DAGSTER_YAML = """\
+# Written by openledger: ledger commits are serialized through the `ledger` pool.
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+def dagster_home(lake_root: Path) -> Path:
+    """$DAGSTER_HOME, else `<lake>/dagster_home`, created with its dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME") or lake_root / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML, encoding="utf-8")
+    return home
+
+
+def persistent_instance(lake_root: Path) -> dg.DagsterInstance:
+    os.environ["DAGSTER_HOME"] = str(dagster_home(lake_root))
+    return dg.DagsterInstance.get()
+
+
+def run_datanets(
+    lake_root: Path,
+    instance: dg.DagsterInstance,
+    datanets: list[str] | None = None,
+    on_done: Callable[[str, dg.ExecuteInProcessResult], None] | None = None,
+    log_level: str = "WARNING",
+) -> dict[str, bool]:
+    """Register every spec as a partition and materialize the job for each Datanet."""
+    names = spec_names(lake_root)
+    unknown = sorted(set(datanets or []) - set(names))
+    if unknown:
+        raise ValueError(f"no spec for Datanet(s) {unknown}; known: {names}")
+    known = set(instance.get_dynamic_partitions(datanet_partitions.name))
+    missing = [n for n in names if n not in known]
+    if missing:
+        instance.add_dynamic_partitions(datanet_partitions.name, missing)
+    job = build_defs(str(lake_root)).resolve_job_def("datanet_job")
+    outcome = {}
+    for name in datanets or names:
+        result = job.execute_in_process(
+            partition_key=name,
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        )
+        outcome[name] = result.success
+        if on_done:
+            on_done(name, result)
+    return outcome
