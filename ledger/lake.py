@@ -83,6 +83,12 @@ class Lake:
     def _uri(self, relative: str) -> str:
         return f"{self.root}/{relative}"
 
+    def root_path(self) -> Path:
+        """The local folder of the lake (for files beside its tables)."""
+        if not self.is_local:
+            raise LakeError(f"{self.root} is not a local folder")
+        return Path(self.root)
+
     def table_uri(self, name: str) -> str:
         """URI of a table, relative to the lake root (what the ledger records)."""
         return f"{TABLES_DIR}/{check_table_name(name)}"

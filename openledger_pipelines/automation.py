@@ -12,7 +12,6 @@ from openledger_pipelines.resources import LakeResource
 datanet_job = dg.define_asset_job(
     "datanet_job",
     selection=dg.AssetSelection.all(),
-    partitions_def=datanet_partitions,
     description="Everything for one Datanet: spec, contributors, ingestion and later stages.",
 )
 

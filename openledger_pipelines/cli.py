@@ -12,6 +12,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,6 +22,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from assets.datanets import SpecError, check_contributor_id, check_datanet_name
+from assets.layout import (
+    Registration,
+    install_spec,
+    new_contributor_key,
+    registrations,
+    spec_names,
+    submit,
+    write_registration,
+)
 from ledger import checkpoint as ckpt
 from ledger.encoding import UnsupportedTypeError
 from ledger.lake import Lake, LakeError
@@ -40,6 +51,10 @@ checkpoint_app = typer.Typer(
     help="Signed checkpoints (C2SP tlog-checkpoint) of the ledger.", no_args_is_help=True
 )
 app.add_typer(checkpoint_app, name="checkpoint")
+datanet_app = typer.Typer(help="Datanet specs: create and list.", no_args_is_help=True)
+app.add_typer(datanet_app, name="datanet")
+contributor_app = typer.Typer(help="Contributors and their signing keys.", no_args_is_help=True)
+app.add_typer(contributor_app, name="contributor")
 
 out = Console()
 err = Console(stderr=True)
@@ -55,6 +70,7 @@ LakeOption = Annotated[
 ]
 DEFAULT_LAKE = Path(".openledger")
 USER_ERRORS: tuple[type[Exception], ...] = (
+    SpecError,
     LakeError,
     LedgerError,
     ckpt.CheckpointError,
@@ -260,6 +276,147 @@ def checkpoint_verify(
     checkpoint = ckpt.open_checkpoint(note.read_text(encoding="utf-8"), key_text)
     ckpt.check_against_ledger(checkpoint, open_lake(lake).ledger.entries())
     out.print(f"[green]OK[/]: signed checkpoint of size {checkpoint.size} matches the ledger")
+
+
+@datanet_app.command("create")
+@friendly_errors
+def datanet_create(
+    spec: Annotated[Path, typer.Argument(help="Datanet spec file (YAML or JSON).")],
+    lake: LakeOption = DEFAULT_LAKE,
+) -> None:
+    """Validate a spec and publish it (a changed spec becomes a new version)."""
+    try:
+        text = spec.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{spec} is not UTF-8 text: {exc}") from None
+    parsed, changed = install_spec(open_lake(lake).root_path(), text, str(spec))
+    state = "published" if changed else "unchanged"
+    out.print(f"{parsed.name}: {state}, spec hash {parsed.spec_hash()}", highlight=False)
+
+
+@datanet_app.command("list")
+@friendly_errors
+def datanet_list(lake: LakeOption = DEFAULT_LAKE) -> None:
+    """Datanets with a spec, their versions and what has been ingested."""
+    target = open_lake(lake)
+    con = connect(target)
+    tables = set(target.table_names())
+    grid = Table(
+        "datanet", "spec versions", "contributors", "accepted rows", "quarantined", "duplicates"
+    )
+    for name in spec_names(target.root_path()):
+
+        def count(sql: str, table: str, name: str = name) -> str:
+            if table not in tables:
+                return "0"
+            return str(con.execute(sql, [name]).fetchone()[0])  # type: ignore[index]
+
+        grid.add_row(
+            name,
+            count("select count(*) from datanets where datanet = ?", "datanets"),
+            count("select count(*) from contributors where datanet = ?", "contributors"),
+            count("select coalesce(sum(accepted), 0) from batches where datanet = ?", "batches"),
+            count("select count(*) from quarantine where datanet = ?", "quarantine"),
+            count("select count(*) from duplicates where datanet = ?", "duplicates"),
+        )
+    out.print(grid)
+
+
+@contributor_app.command("add")
+@friendly_errors
+def contributor_add(
+    datanet: Annotated[str, typer.Option(help="Datanet name.")],
+    contributor: Annotated[str, typer.Option(help="Contributor id.")],
+    lake: LakeOption = DEFAULT_LAKE,
+    public_key: Annotated[
+        str | None, typer.Option(help="Ed25519 public key (hex) if you hold your own key.")
+    ] = None,
+    key_out: Annotated[Path | None, typer.Option(help="Where to write a new key file.")] = None,
+) -> None:
+    """Register a contributor's Ed25519 public key with a Datanet (creating a key if needed)."""
+    root = open_lake(lake).root_path()
+    check_datanet_name(datanet)
+    check_contributor_id(contributor)
+    if datanet not in spec_names(root):
+        raise SpecError(f"no Datanet {datanet!r}; create it first with `openledger datanet create`")
+    if public_key is None:
+        path, public_key = new_contributor_key(root, datanet, contributor, key_out)
+        out.print(f"new signing key for {contributor}: {path} (keep it private)", highlight=False)
+    elif len(bytes.fromhex(public_key)) != 32:
+        raise SpecError("--public-key must be 32 bytes of hex (an Ed25519 public key)")
+    write_registration(root, Registration(datanet, contributor, public_key, datetime.now(UTC)))
+    out.print(f"{contributor} registered with {datanet}, public key {public_key}", highlight=False)
+
+
+@contributor_app.command("list")
+@friendly_errors
+def contributor_list(
+    datanet: Annotated[str, typer.Option(help="Datanet name.")],
+    lake: LakeOption = DEFAULT_LAKE,
+) -> None:
+    """Registered contributors of a Datanet."""
+    found, problems = registrations(open_lake(lake).root_path(), datanet)
+    grid = Table("contributor", "public key", "registered at")
+    for reg in found:
+        grid.add_row(reg.contributor, reg.public_key, reg.registered_at.isoformat())
+    out.print(grid)
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {problem}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def contribute(
+    datanet: Annotated[str, typer.Option(help="Datanet name.")],
+    contributor: Annotated[str, typer.Option(help="Your contributor id.")],
+    files: Annotated[list[Path], typer.Argument(help="CSV, Parquet or JSON Lines files.")],
+    lake: LakeOption = DEFAULT_LAKE,
+    key: Annotated[Path | None, typer.Option(help="Your key file (default: the lake's).")] = None,
+) -> None:
+    """Submit files to a Datanet's inbox, signed with your key; `openledger run` ingests them."""
+    root = open_lake(lake).root_path()
+    check_datanet_name(datanet)
+    if datanet not in spec_names(root):
+        raise SpecError(f"no Datanet {datanet!r}")
+    for file in files:
+        if not file.is_file():
+            raise SpecError(f"{file} is not a file")
+        target = submit(root, datanet, contributor, file, key_file=key)
+        out.print(f"submitted {file} as {target.name}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def run(
+    lake: LakeOption = DEFAULT_LAKE,
+    datanet: Annotated[
+        list[str] | None, typer.Option(help="Only these Datanets (default: all).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Dagster console log level.")] = "WARNING",
+) -> None:
+    """Materialize everything pending through Dagster, in-process, on the shared instance."""
+    from openledger_pipelines.runner import persistent_instance, run_datanets
+
+    root = open_lake(lake).root_path()
+    instance = persistent_instance(root)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        names = datanet or spec_names(root)
+        task = bar.add_task("running Datanets", total=len(names))
+
+        def done(name: str, result: Any) -> None:
+            bar.advance(task)
+            state = "[green]succeeded" if result.success else "[red]FAILED"
+            out.print(f"{name}: run {result.run_id[:8]} {state}[/]", highlight=False)
+
+        outcome = run_datanets(root, instance, names, on_done=done, log_level=log_level.upper())
+    if not all(outcome.values()):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -25,4 +25,4 @@ class LakeResource(dg.ConfigurableResource):
 
     def root_path(self) -> Path:
         """The local folder holding specs, inbox and registrations."""
-        return Path(self.open().root)
+        return self.open().root_path()

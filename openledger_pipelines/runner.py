@@ -33,8 +33,8 @@ def dagster_home(lake_root: Path) -> Path:
 
 
 def persistent_instance(lake_root: Path) -> dg.DagsterInstance:
-    os.environ["DAGSTER_HOME"] = str(dagster_home(lake_root))
-    return dg.DagsterInstance.get()
+    """The instance at dagster_home(lake_root): the one `dagster dev` shows."""
+    return dg.DagsterInstance.from_config(str(dagster_home(lake_root)))
 
 
 def run_datanets(

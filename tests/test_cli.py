@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from openledger_pipelines.cli import app
 
 runner = CliRunner()
+WINE = "contributions_wine"
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -25,36 +27,55 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.fixture
-def demo_lake(tmp_path: Path) -> Path:
-    root = tmp_path / "lake"
+@pytest.fixture(scope="module")
+def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo") / "lake"
     code, output = run("demo", "--lake", str(root))
     assert code == 0, output
     assert "verify: OK" in output
     return root
 
 
+@pytest.fixture
+def lake_copy(demo_lake: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "lake"
+    shutil.copytree(demo_lake, target)
+    return target
+
+
 def test_every_command_has_help() -> None:
-    for command in ("demo", "verify", "prove", "verify-proof", "consistency", "sql",
-                    "checkpoint", "checkpoint keygen", "checkpoint sign", "checkpoint verify"):
+    commands = ("demo", "verify", "prove", "verify-proof", "consistency", "sql", "run",
+                "contribute", "datanet", "datanet create", "datanet list", "contributor",
+                "contributor add", "contributor list", "checkpoint", "checkpoint keygen",
+                "checkpoint sign", "checkpoint verify")
+    for command in commands:
         code, output = run(*command.split(), "--help")
         assert code == 0 and "Usage" in output, command
+
+
+def test_demo_is_idempotent(lake_copy: Path) -> None:
+    code, output = run("demo", "--lake", str(lake_copy))
+    assert code == 0, output
+    code, output = run("sql", "--lake", str(lake_copy), "--json",
+                       "select count(*) as n from batches")
+    assert json.loads(output) == {"n": 20}  # the same files again changed nothing
 
 
 def test_lake_defaults_to_environment(demo_lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENLEDGER_LAKE", str(demo_lake))
     code, output = run("verify")
-    assert code == 0 and "3 ledger entries verified" in output
+    assert code == 0 and "12 ledger entries verified" in output
 
 
 def test_prove_then_verify_proof(demo_lake: Path, tmp_path: Path) -> None:
     proof = tmp_path / "proof.json"
-    code, output = run("prove", "--lake", str(demo_lake), "--table", "samples",
-                       "--key", "row_id=3", "--partition", "wine", "--out", str(proof))
+    code, output = run("prove", "--lake", str(demo_lake), "--table", WINE,
+                       "--key", "contributor=alice", "--key", "row_index=0", "--out", str(proof))
     assert code == 0, output
     code, output = run("verify-proof", str(proof))
     assert code == 0 and "OK" in output
     doc = json.loads(proof.read_text())
+    assert doc["row"]["contributor"] == "alice"
     doc["data"]["path"][0] = "00" * 32
     proof.write_text(json.dumps(doc))
     code, output = run("verify-proof", str(proof))
@@ -68,36 +89,36 @@ def test_consistency_proof(demo_lake: Path, tmp_path: Path) -> None:
     assert run("verify-proof", str(proof))[0] == 0
 
 
-def test_checkpoint_keygen_sign_verify(demo_lake: Path, tmp_path: Path) -> None:
-    code, verifier = run("checkpoint", "keygen", "--lake", str(demo_lake), "--name", "t.log")
+def test_checkpoint_keygen_sign_verify(lake_copy: Path, tmp_path: Path) -> None:
+    code, verifier = run("checkpoint", "keygen", "--lake", str(lake_copy), "--name", "t.log")
     assert code == 0
-    code, note = run("checkpoint", "sign", "--lake", str(demo_lake))
-    assert code == 0 and note.splitlines()[1] == "3"
+    code, note = run("checkpoint", "sign", "--lake", str(lake_copy))
+    assert code == 0 and note.splitlines()[1] == "12"
     path = tmp_path / "cp.txt"
     path.write_text(note)
     code, output = run("checkpoint", "verify", str(path), "--verifier", verifier.strip(),
-                       "--lake", str(demo_lake))
+                       "--lake", str(lake_copy))
     assert code == 0 and "matches the ledger" in output
-    path.write_text(note.replace("\n3\n", "\n2\n"))
+    path.write_text(note.replace("\n12\n", "\n11\n"))
     code, output = run("checkpoint", "verify", str(path), "--verifier", verifier.strip(),
-                       "--lake", str(demo_lake))
+                       "--lake", str(lake_copy))
     assert code == 2 and "does not verify" in output
-    code, output = run("checkpoint", "keygen", "--lake", str(demo_lake), "--name", "t.log")
+    code, output = run("checkpoint", "keygen", "--lake", str(lake_copy), "--name", "t.log")
     assert code == 2 and "refusing to overwrite" in output
 
 
 def test_sql_over_tables_and_ledger(demo_lake: Path) -> None:
     code, output = run("sql", "--lake", str(demo_lake), "--json",
-                       "select datanet, count(*) as n from samples group by 1 order by 1")
+                       "select datanet, count(*) as n from batches group by 1 order by 1")
     assert code == 0
     rows = [json.loads(line) for line in output.splitlines()]
-    assert rows == [{"datanet": "breast_cancer", "n": 569}, {"datanet": "wine", "n": 178}]
-    code, output = run("sql", "--lake", str(demo_lake), "--json", "--at", "samples=1",
-                       "select count(*) as n from samples")
-    assert code == 0 and json.loads(output) == {"n": 178 + 300}
+    assert rows == [{"datanet": "breast_cancer", "n": 10}, {"datanet": "wine", "n": 10}]
+    code, output = run("sql", "--lake", str(demo_lake), "--json", "--at", "batches=0",
+                       "select count(distinct datanet) as n from batches")
+    assert code == 0 and json.loads(output) == {"n": 1}
     code, output = run("sql", "--lake", str(demo_lake), "--json",
                        "select max(seq) as s from ledger")
-    assert json.loads(output) == {"s": 2}
+    assert json.loads(output) == {"s": 11}
 
 
 @pytest.mark.parametrize(
@@ -105,16 +126,27 @@ def test_sql_over_tables_and_ledger(demo_lake: Path) -> None:
     [
         (["prove", "--table", "nope", "--key", "id=1"], "no ledger entry"),
         (["prove", "--table", "../x", "--key", "id=1"], "invalid table name"),
-        (["prove", "--table", "samples", "--key", "row_id"], "name=value"),
-        (["prove", "--table", "samples", "--key", "row_id=abc"], "not a valid int64"),
-        (["prove", "--table", "samples", "--key", "row_id=100000"], "0 rows match"),
-        (["prove", "--table", "samples", "--key", "row_id=3", "--version", "99"],
+        (["prove", "--table", WINE, "--key", "row_index"], "name=value"),
+        (["prove", "--table", WINE, "--key", "row_index=abc"], "not a valid int64"),
+        (["prove", "--table", WINE, "--key", "row_index=100000"], "0 rows match"),
+        (["prove", "--table", WINE, "--key", "row_index=0"], "rows match"),
+        (["prove", "--table", WINE, "--key", "row_index=3", "--version", "99"],
          "no ledger entry"),
         (["sql", "select * from missing_table"], "missing_table"),
-        (["sql", "--at", "samples=99", "select 1"], "no version 99"),
+        (["sql", "--at", "batches=99", "select 1"], "no version 99"),
         (["sql", "--at", "nope=1", "select 1"], "does not exist"),
-        (["consistency", "--old", "9"], "sizes must satisfy"),
-        (["checkpoint", "sign"], "No such file"),
+        (["consistency", "--old", "99"], "sizes must satisfy"),
+        (["checkpoint", "sign", "--key", "/nonexistent/key"], "No such file"),
+        (["contribute", "--datanet", "../etc", "--contributor", "a", "README.md"],
+         "invalid Datanet name"),
+        (["contribute", "--datanet", "wine", "--contributor", "../a", "README.md"],
+         "invalid contributor id"),
+        (["contribute", "--datanet", "nope", "--contributor", "a", "README.md"], "no Datanet"),
+        (["contributor", "add", "--datanet", "wine", "--contributor", "x\ny"],
+         "invalid contributor id"),
+        (["contributor", "add", "--datanet", "wine", "--contributor", "a" * 100],
+         "invalid contributor id"),
+        (["run", "--datanet", "nope"], "no spec for Datanet"),
     ],
 )
 def test_errors_are_clear(demo_lake: Path, args: list[str], message: str) -> None:
@@ -135,14 +167,16 @@ def test_malformed_proof_files(tmp_path: Path) -> None:
     assert code == 2
 
 
-def test_verify_reports_tampering_with_exit_1(demo_lake: Path) -> None:
-    uri = str(demo_lake / "tables" / "samples")
+def test_verify_reports_tampering_with_exit_1(lake_copy: Path) -> None:
+    uri = str(lake_copy / "tables" / WINE)
     file = DeltaTable(uri, version=0).file_uris()[0]
     table = pq.read_table(file)
-    values = table.column("f0").to_pylist()
+    values = table.column("alcohol").to_pylist()
     values[0] += 1.0
-    pq.write_table(table.set_column(table.schema.get_field_index("f0"), "f0",
-                                    pa.array(values)), file)
-    code, output = run("verify", "--lake", str(demo_lake))
+    index = table.schema.get_field_index("alcohol")
+    pq.write_table(table.set_column(index, "alcohol", pa.array(values)), file)
+    code, output = run("verify", "--lake", str(lake_copy))
     assert code == 1
-    assert "FAILED: first problem: entry 0" in output
+    entry = json.loads(run("sql", "--lake", str(lake_copy), "--json",
+                           f"select seq from ledger where table_uri = 'tables/{WINE}'")[1])
+    assert f"FAILED: first problem: entry {entry['seq']}" in output

@@ -5,17 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from ledger.lake import Lake
 from ledger.verify import verify_entry_data, verify_lake
-from openledger_pipelines.definitions import defs
-from openledger_pipelines.resources import LakeResource
+from openledger_pipelines.definitions import build_defs, defs
+from openledger_pipelines.demo import prepare_demo
 
-EXPECTED_GRAPH = {"samples": set()}
+INGESTION_PARENTS = {"datanets", "contributors"}
+EXPECTED_GRAPH = {
+    "datanets": set(),
+    "contributors": {"datanets"},
+    "contributions": INGESTION_PARENTS,
+    "quarantine": INGESTION_PARENTS,
+    "duplicates": INGESTION_PARENTS,
+    "batches": INGESTION_PARENTS,
+}
 
 
-def asset_graph_snapshot() -> dict[str, set[str]]:
-    graph = defs.resolve_asset_graph()
+def asset_graph_snapshot(definitions: dg.Definitions) -> dict[str, set[str]]:
+    graph = definitions.resolve_asset_graph()
     return {
         key.to_user_string(): {d.to_user_string() for d in graph.get(key).parent_keys}
         for key in graph.get_all_asset_keys()
@@ -24,35 +33,62 @@ def asset_graph_snapshot() -> dict[str, set[str]]:
 
 def test_definitions_load_and_graph_snapshot() -> None:
     dg.Definitions.validate_loadable(defs)
-    assert asset_graph_snapshot() == EXPECTED_GRAPH
+    assert asset_graph_snapshot(defs) == EXPECTED_GRAPH
+    assert defs.resolve_job_def("datanet_job") is not None
+    assert {s.name for s in defs.sensors or []} == {"inbox_sensor"}
+    assert {s.name for s in defs.schedules or []} == {"daily_batch"}
 
 
-def test_every_asset_materialization_has_a_matching_ledger_entry(tmp_path: Path) -> None:
-    root = tmp_path / "lake"
+def test_every_asset_uses_the_ledger_pool() -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).pools == {"ledger"}, key
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.DagsterInstance]:
+    root = tmp_path_factory.mktemp("lake")
+    prepare_demo(root)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("datanets", ["wine", "breast_cancer"])
-    graph = defs.resolve_asset_graph()
-    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    local = build_defs(str(root))
+    job = local.resolve_job_def("datanet_job")
     for partition in ("wine", "breast_cancer"):
-        result = dg.materialize(
-            assets, partition_key=partition, instance=instance,
-            resources={"lake": LakeResource(root=str(root))},
-        )
-        assert result.success
+        assert job.execute_in_process(partition_key=partition, instance=instance).success
+    return root, instance
+
+
+def test_every_asset_materialization_has_a_matching_ledger_entry(
+    materialized: tuple[Path, dg.DagsterInstance],
+) -> None:
+    root, instance = materialized
     lake = Lake(root)
     entries = lake.ledger.entries()
-    materialized = {
-        key.to_user_string()
-        for key in graph.get_all_asset_keys()
-        if instance.get_latest_materialization_event(key) is not None
-    }
-    assert materialized == set(EXPECTED_GRAPH)
-    for asset_key in materialized:
-        event = instance.get_latest_materialization_event(dg.AssetKey.from_user_string(asset_key))
-        metadata = event.asset_materialization.metadata  # type: ignore[union-attr]
-        entry = entries[metadata["ledger_seq"].value]
-        assert entry.asset_key == asset_key
-        assert entry.data_root == metadata["data_root"].value
-        assert entry.delta_version == metadata["delta_version"].value
-        assert verify_entry_data(lake, entry) == []  # root equals the data read back
+    graph = defs.resolve_asset_graph()
+    checked = 0
+    for key in graph.get_all_asset_keys():
+        for partition in ("wine", "breast_cancer"):
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+            ).records
+            assert records, f"{key.to_user_string()} [{partition}] was not materialized"
+            metadata = records[0].asset_materialization.metadata  # type: ignore[union-attr]
+            entry = entries[metadata["ledger_seq"].value]
+            assert entry.asset_key == key.to_user_string()
+            assert entry.data_root == metadata["data_root"].value
+            assert entry.delta_version == metadata["delta_version"].value
+            assert verify_entry_data(lake, entry) == []  # root equals the data read back
+            checked += 1
+    assert checked == 2 * len(EXPECTED_GRAPH)
     assert verify_lake(lake).ok
+
+
+def test_asset_checks_pass_on_the_demo(materialized: tuple[Path, dg.DagsterInstance]) -> None:
+    _, instance = materialized
+    checks = defs.resolve_asset_graph().asset_check_keys
+    assert {c.name for c in checks} == {"schema_conforms", "counts_reconcile", "ledger_matches"}
+    for check in checks:
+        record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])
+        execution = record.get(check)
+        assert execution is not None, check
+        assert execution.status.value == "SUCCEEDED", check
