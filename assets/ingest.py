@@ -341,7 +341,9 @@ def validate_rows(
     """(typed valid rows + row_index, rejected rows [row_index, reason_code, message,
     payload], extra column names ignored)."""
     present = set(raw.columns) - {"row_index"}
-    missing = [c.name for c in spec.columns if c.name not in present]
+    absent_nullable = [c.name for c in spec.columns if c.nullable and c.name not in present]
+    raw = raw.with_columns(pl.lit(None, pl.String).alias(c) for c in absent_nullable)
+    missing = [c.name for c in spec.columns if c.name not in present | set(absent_nullable)]
     if missing:
         raise FileRejected(
             "MISSING_COLUMNS",
