@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ledger.encoding import ENCODING_VERSION, leaf_messages, schema_hash
+from ledger.encoding import ENCODING_VERSION, leaf_messages, schema_hash, schema_signature
 from ledger.hashing import TreeBuilder, sha256_binary
 
 BATCH_ROWS = 1 << 17
@@ -45,31 +45,40 @@ def as_arrow_table(data: object) -> pa.Table:
     raise TypeError(f"cannot commit a {type(data).__name__}; pass an Arrow table")
 
 
-def _keys_unique(table: pa.Table, key: Sequence[str], order: pa.Array) -> bool:
-    """True when no two rows share the same key (checked on the key-sorted table)."""
-    if table.num_rows < 2:
-        return True
-    same = None
+def _key_table(table: pa.Table, key: Sequence[str]) -> pa.Table:
+    """The key columns, dictionaries decoded so that Arrow can sort them."""
+    columns = []
     for name in key:
-        col = table.column(name).take(order)
-        eq = pc.fill_null(pc.equal(col.slice(1), col.slice(0, len(col) - 1)), False)
-        both_null = pc.and_(pc.is_null(col.slice(1)), pc.is_null(col.slice(0, len(col) - 1)))
-        eq = pc.or_(eq, both_null)
-        same = eq if same is None else pc.and_(same, eq)
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        columns.append(column)
+    return pa.table(columns, names=[f"k{i}" for i in range(len(key))])
+
+
+def _keys_unique(keys: pa.Table, order: pa.Array) -> bool:
+    """True when no two rows share a key, comparing canonical encodings (NaN equals NaN,
+    -0.0 equals 0.0, null equals null), on the key-sorted rows."""
+    if keys.num_rows < 2:
+        return True
+    encoded = leaf_messages(keys.take(order))
+    same = pc.equal(encoded.slice(1), encoded.slice(0, len(encoded) - 1))
     return not pc.any(same).as_py()
 
 
 def canonical_order(table: pa.Table, key: Sequence[str] | None) -> pa.Array:
     """Row indices in canonical leaf order: by key, ties (or no key) by the leaf bytes."""
+    schema_signature(table.schema)  # unsupported types fail here, with the column named
     for name in key or ():
         if name not in table.column_names:
             raise KeyError(f"key column {name!r} not in table columns {table.column_names}")
+    keys = _key_table(table, key or ())
     if key:
-        sort_keys = [(name, "ascending") for name in key]
-        order = pc.sort_indices(table.select(list(key)), sort_keys=sort_keys)
-        if _keys_unique(table, key, order):
+        sort_keys = [(name, "ascending") for name in keys.column_names]
+        order = pc.sort_indices(keys, sort_keys=sort_keys)
+        if _keys_unique(keys, order):
             return order
-    columns = {f"k{i}": table.column(name) for i, name in enumerate(key or ())}
+    columns = dict(zip(keys.column_names, keys.columns, strict=True))
     columns["leaf"] = leaf_messages(table)
     sort_keys = [(name, "ascending") for name in columns]
     return pc.sort_indices(pa.table(columns), sort_keys=sort_keys)

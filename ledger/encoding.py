@@ -17,14 +17,12 @@ standard-library inverse.
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
-ENCODING_VERSION = 1
+from ledger.proofcheck import ENCODING_VERSION, schema_hash_of
 
 TAG_BOOL = 0x01
 TAG_INT = 0x02
@@ -68,12 +66,12 @@ def _tag_and_name(field: pa.Field) -> tuple[int, str]:
         return TAG_TIMESTAMP, "timestamp_us_utc"
     if pa.types.is_date(t):
         return TAG_DATE, "date"
-    if pa.types.is_decimal128(t) or (pa.types.is_decimal(t) and t.bit_width <= 128):
+    if pa.types.is_decimal(t) and t.bit_width <= 128 and 0 <= t.scale <= t.precision <= 38:
         return TAG_DECIMAL, f"decimal({t.precision},{t.scale})"
     raise UnsupportedTypeError(
         f"column {field.name!r} has type {t}, which encoding version {ENCODING_VERSION} "
         "cannot commit (supported: bool, integers, floats, string, binary, timestamp, "
-        "date, decimal up to 128 bits)"
+        "date, decimal up to 128 bits with 0 <= scale <= precision)"
     )
 
 
@@ -84,9 +82,7 @@ def schema_signature(schema: pa.Schema) -> list[tuple[str, str]]:
 
 def schema_hash(schema: pa.Schema) -> str:
     """Hex SHA-256 of the canonical schema signature and the encoding version."""
-    doc = {"encoding_version": ENCODING_VERSION, "columns": schema_signature(schema)}
-    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return schema_hash_of(schema_signature(schema))
 
 
 def _fixed(values: np.ndarray, width: int) -> np.ndarray:
@@ -114,14 +110,10 @@ def _encode_column(field: pa.Field, array: pa.Array) -> list[np.ndarray | pa.Arr
     )
     head = _header(tag, valid)
     if tag in (TAG_STRING, TAG_BINARY):
-        data = pc.fill_null(array, "" if tag == TAG_STRING else b"")
-        if pa.types.is_fixed_size_binary(data.type) or pa.types.is_binary_view(data.type):
-            data = data.cast(pa.large_binary())
-        elif pa.types.is_string_view(data.type):
-            data = data.cast(pa.large_string())
+        # one physical layout first (view and fixed-size types have no fill kernel)
+        data = array.cast(pa.large_string() if tag == TAG_STRING else pa.large_binary())
+        data = pc.fill_null(data, "" if tag == TAG_STRING else b"")
         lengths = pc.binary_length(data).to_numpy(zero_copy_only=False).astype(">u4")
-        if not pa.types.is_large_binary(data.type):
-            data = data.cast(pa.large_binary() if tag == TAG_BINARY else pa.large_string())
         data = data.view(pa.large_binary()) if tag == TAG_STRING else data
         return [np.hstack([head, _fixed(lengths, 4)]), data]
     if tag == TAG_BOOL:
@@ -135,7 +127,8 @@ def _encode_column(field: pa.Field, array: pa.Array) -> list[np.ndarray | pa.Arr
         return [np.hstack([head, _fixed(values, 8)])]
     if tag == TAG_FLOAT:
         values = pc.fill_null(array.cast(pa.float64()), 0.0).to_numpy().astype(np.float64)
-        values = values + 0.0  # -0.0 + 0.0 == +0.0
+        with np.errstate(invalid="ignore"):  # signalling NaNs are canonicalized below
+            values = values + 0.0  # -0.0 + 0.0 == +0.0
         bits = values.view(np.uint64).copy()
         bits[np.isnan(values)] = CANONICAL_NAN
         return [np.hstack([head, _fixed(bits.astype(">u8"), 8)])]
@@ -163,17 +156,41 @@ def _encode_column(field: pa.Field, array: pa.Array) -> list[np.ndarray | pa.Arr
     return [np.hstack([head, meta, unscaled])]
 
 
-def _binary_from_matrix(matrix: np.ndarray) -> pa.LargeBinaryArray:
-    matrix = np.ascontiguousarray(matrix)
-    n, width = matrix.shape
-    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int64)
-    return pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(matrix)]
+@njit(cache=True, nogil=True)
+def _place_fixed(out: np.ndarray, cursor: np.ndarray, matrix: np.ndarray) -> None:
+    width = matrix.shape[1]
+    for i in range(matrix.shape[0]):
+        start = cursor[i]
+        for j in range(width):
+            out[start + j] = matrix[i, j]
+        cursor[i] = start + width
+
+
+@njit(cache=True, nogil=True)
+def _place_var(out: np.ndarray, cursor: np.ndarray, offsets: np.ndarray, data: np.ndarray) -> None:
+    for i in range(offsets.shape[0] - 1):
+        start, lo, hi = cursor[i], offsets[i], offsets[i + 1]
+        for j in range(hi - lo):
+            out[start + j] = data[lo + j]
+        cursor[i] = start + hi - lo
+
+
+def _var_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, data) of a large_binary array, honouring its slice offset."""
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)
+    offsets = offsets[array.offset : array.offset + len(array) + 1]
+    data = array.buffers()[2]
+    return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(
+        0, np.uint8
     )
 
 
 def leaf_messages(table: pa.Table | pa.RecordBatch) -> pa.LargeBinaryArray:
-    """`0x00 ‖ encoded row` for every row: the exact messages whose SHA-256 are leaf hashes."""
+    """`0x00 ‖ encoded row` for every row: the exact messages whose SHA-256 are leaf hashes.
+
+    Each column yields fixed-width matrices and/or variable-length parts; the rows are
+    then assembled in one pass by two small compiled copy loops.
+    """
     n = table.num_rows
     ncols = table.num_columns
     if ncols > 0xFFFF:
@@ -182,18 +199,37 @@ def leaf_messages(table: pa.Table | pa.RecordBatch) -> pa.LargeBinaryArray:
     prefix[:, 0] = 0x00  # RFC 9162 leaf domain separator
     prefix[:, 1] = ENCODING_VERSION
     prefix[:, 2:] = np.frombuffer(ncols.to_bytes(2, "big"), dtype=np.uint8)
-    segments: list[np.ndarray | pa.Array] = [prefix]
+    segments: list[np.ndarray | tuple[np.ndarray, np.ndarray]] = []
+    lengths = np.zeros(n, dtype=np.int64)
+    fixed_run: list[np.ndarray] = [prefix]  # consecutive fixed-width parts, stacked once
     for field, column in zip(table.schema, table.columns, strict=True):
         array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
         for seg in _encode_column(field, array):
-            if isinstance(seg, np.ndarray) and isinstance(segments[-1], np.ndarray):
-                segments[-1] = np.hstack([segments[-1], seg])
-            else:
-                segments.append(seg)
-    if len(segments) == 1:
-        return _binary_from_matrix(segments[0])
-    arrays = [_binary_from_matrix(s) if isinstance(s, np.ndarray) else s for s in segments]
-    return pc.binary_join_element_wise(*arrays, pa.scalar(b"", pa.large_binary()))
+            if isinstance(seg, np.ndarray):
+                fixed_run.append(seg)
+                continue
+            segments.append(np.hstack(fixed_run))
+            fixed_run = []
+            offsets, data = _var_parts(seg)
+            segments.append((offsets, data))
+            lengths += np.diff(offsets)
+    if fixed_run:
+        segments.append(np.hstack(fixed_run))
+    for seg in segments:
+        if isinstance(seg, np.ndarray):
+            lengths += seg.shape[1]
+    out_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out_offsets[1:])
+    out = np.empty(int(out_offsets[-1]), dtype=np.uint8)
+    cursor = out_offsets[:-1].copy()
+    for seg in segments:
+        if isinstance(seg, np.ndarray):
+            _place_fixed(out, cursor, np.ascontiguousarray(seg))
+        else:
+            _place_var(out, cursor, seg[0], seg[1])
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(out_offsets), pa.py_buffer(out)]
+    )
 
 
 def encode_rows(table: pa.Table | pa.RecordBatch) -> list[bytes]:

@@ -2,8 +2,8 @@
 
 Hashing one leaf at a time with `hashlib` costs ~1 µs of interpreter overhead per call,
 which caps a Python Merkle tree below 1M rows/s. Here every message of a batch is hashed
-in Rust (polars-hash, over an Arrow binary column, chunked so polars' thread pool uses
-every core) and the hex digests are decoded with numpy. Interior levels of perfect
+by the compiled multi-message kernel of `ledger.sha256_simd` straight from the Arrow
+buffers (split across threads; the kernel releases the GIL). Interior levels of perfect
 subtrees are hashed the same way, a whole level per call.
 
 Hashes travel as `(m, 32)` uint8 numpy matrices. Memory stays O(one batch + log n):
@@ -13,13 +13,10 @@ combine exactly, so batches and cores never change the root).
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import os
 
 import numpy as np
-import polars as pl
-import polars_hash  # noqa: F401  (registers the `chash` expression namespace)
 import pyarrow as pa
 
 from ledger.proofcheck import LEAF_PREFIX, NODE_PREFIX
@@ -33,7 +30,8 @@ BLOCK_LEAVES = 1 << 17
 
 
 def _threads() -> int:
-    return max(1, int(os.environ.get("POLARS_MAX_THREADS", os.cpu_count() or 1)))
+    """Hashing threads: $OPENLEDGER_HASH_THREADS, else every core."""
+    return max(1, int(os.environ.get("OPENLEDGER_HASH_THREADS", os.cpu_count() or 1)))
 
 
 def sha256_binary(messages: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -45,22 +43,16 @@ def sha256_binary(messages: pa.Array | pa.ChunkedArray) -> np.ndarray:
         values = messages.to_pylist()
         joined = b"".join(hashlib.sha256(v).digest() for v in values)
         return np.frombuffer(joined, dtype=np.uint8).reshape(m, HASH_SIZE)
+    from ledger.sha256_simd import sha256_many  # numba: imported only when worth it
+
     if isinstance(messages, pa.ChunkedArray):
         messages = messages.combine_chunks()
-    parts = _threads()
-    step = -(-m // parts)
-    chunks = pa.chunked_array([messages.slice(i, step) for i in range(0, m, step)])
-    series = pl.Series("m", chunks, dtype=pl.Binary, strict=False)
-    hexes = series.to_frame().select(pl.col("m").chash.sha2_256()).to_series().to_arrow()
-    hexes = pa.chunked_array([hexes]) if isinstance(hexes, pa.Array) else hexes
-    decoded = []
-    for chunk in hexes.chunks:
-        chunk = chunk.cast(pa.large_string())
-        start = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset]
-        data = memoryview(chunk.buffers()[2])[start : start + 64 * len(chunk)]
-        decoded.append(binascii.a2b_hex(data))
-    out = np.frombuffer(b"".join(decoded), dtype=np.uint8).reshape(m, HASH_SIZE)
-    return out
+    if not pa.types.is_large_binary(messages.type):
+        messages = messages.cast(pa.large_binary())
+    offsets = np.frombuffer(messages.buffers()[1], dtype=np.int64)
+    offsets = offsets[messages.offset : messages.offset + m + 1]
+    data = np.frombuffer(messages.buffers()[2], dtype=np.uint8)
+    return sha256_many(data, offsets, threads=_threads())
 
 
 def sha256_fixed(matrix: np.ndarray) -> np.ndarray:

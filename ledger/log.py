@@ -28,6 +28,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from ledger.encoding import ENCODING_VERSION, leaf_messages
 from ledger.hashing import EMPTY_ROOT, root_of_leaf_hashes, sha256_binary
+from ledger.proofcheck import ENTRY_FIELDS
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -51,7 +52,8 @@ LEDGER_SCHEMA = pa.schema(
     ]
 )
 # The fields an entry's leaf commits to: everything but the two derived hashes.
-ENTRY_FIELDS = LEDGER_SCHEMA.names[:-2]
+if tuple(LEDGER_SCHEMA.names[:-2]) != ENTRY_FIELDS:
+    raise ImportError("ledger.log.LEDGER_SCHEMA and ledger.proofcheck.ENTRY_FIELDS disagree")
 ENTRY_SCHEMA = pa.schema([LEDGER_SCHEMA.field(n) for n in ENTRY_FIELDS])
 
 

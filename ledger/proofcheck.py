@@ -128,12 +128,54 @@ def verify_consistency(
         return False
 
 
+# The fields an entry's leaf encodes, in order (docs/ledger-spec.md); ledger.log uses this.
+ENTRY_FIELDS = (
+    "seq",
+    "asset_key",
+    "partition_key",
+    "partition_column",
+    "table_uri",
+    "delta_version",
+    "encoding_version",
+    "schema_hash",
+    "row_key",
+    "row_count",
+    "data_root",
+    "prev_log_root",
+    "run_id",
+    "code_version",
+    "committed_at",
+)
+ENCODING_VERSION = 1
+
+
+def schema_hash_of(signature: Any) -> str:
+    """Schema hash of [[column name, canonical type], ...] (see ledger.encoding)."""
+    doc = {"encoding_version": ENCODING_VERSION, "columns": [list(c) for c in signature]}
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _same(shown: Any, decoded: Any) -> bool:
+    if isinstance(decoded, float) and decoded != decoded:  # NaN
+        return isinstance(shown, float) and shown != shown
+    return type(shown) is type(decoded) and shown == decoded
+
+
 # --- decoding of the OpenLedger row encoding (docs/ledger-spec.md), for proof files ---
 
 _FIXED = {0x01: 1, 0x02: 8, 0x03: 8, 0x04: 8, 0x07: 8, 0x08: 4, 0x09: 18}
 
 
 def decode_row(data: bytes) -> list[Any]:
+    """Decode one encoded row; see `_decode_row`. Raises ValueError on malformed input."""
+    try:
+        return _decode_row(data)
+    except struct.error as exc:
+        raise ValueError(f"truncated row: {exc}") from None
+
+
+def _decode_row(data: bytes) -> list[Any]:
     """Decode one encoded row (encoding version 1) into Python values.
 
     Strings come back as str, binary as hex str, timestamps as UTC microseconds,
@@ -208,30 +250,47 @@ def check_proof_document(doc: Any) -> tuple[bool, str]:
             ) % (doc["old_size"], doc["new_size"])
         if kind != "openledger-inclusion-proof/v1":
             return False, f"unknown proof format {kind!r}"
-        data = doc["data"]
+        data, entry = doc["data"], doc["entry"]
         leaf = bytes.fromhex(data["leaf"])
         data_root = bytes.fromhex(data["root"])
         if not verify_inclusion(leaf, data["index"], data["size"], _hexes(data["path"]), data_root):
             return False, "row is NOT included in the table's data root"
-        entry = doc["entry"]
-        fields = dict(zip(entry["fields"], decode_row(bytes.fromhex(entry["leaf"])), strict=True))
-        if fields.get("data_root") != data["root"]:
+        if list(entry["fields"]) != list(ENTRY_FIELDS):
+            return False, "entry field names differ from the ledger's fixed entry layout"
+        fields = dict(zip(ENTRY_FIELDS, decode_row(bytes.fromhex(entry["leaf"])), strict=True))
+        if fields["data_root"] != data["root"]:
             return False, "ledger entry does not commit to this data root"
-        if fields.get("row_count") != data["size"]:
+        if fields["row_count"] != data["size"]:
             return False, "ledger entry row count differs from the proof's tree size"
-        entry_leaf = bytes.fromhex(entry["leaf"])
+        if schema_hash_of(data["schema"]) != fields["schema_hash"]:
+            return False, "the proof's column names and types are not the committed schema"
+        names = [name for name, _ in data["schema"]]
+        shown = doc["row"]
+        decoded = decode_row(leaf)
+        if list(shown) != names or not all(map(_same, shown.values(), decoded)):
+            return False, "the row shown in the proof is not the row its leaf encodes"
+        if fields["seq"] != entry["index"]:
+            return False, "ledger entry's sequence number differs from its index in the log"
+        log_size, log_root = entry["log_size"], bytes.fromhex(entry["log_root"])
         if not verify_inclusion(
-            entry_leaf,
+            bytes.fromhex(entry["leaf"]),
             entry["index"],
-            entry["log_size"],
+            log_size,
             _hexes(entry["path"]),
-            bytes.fromhex(entry["log_root"]),
+            log_root,
         ):
             return False, "ledger entry is NOT included in the ledger's log root"
+        head = entry["head"]  # the last entry binds log_size to log_root
+        head_fields = dict(zip(ENTRY_FIELDS, decode_row(bytes.fromhex(head["leaf"])), strict=True))
+        if head_fields["seq"] != log_size - 1 or not verify_inclusion(
+            bytes.fromhex(head["leaf"]), log_size - 1, log_size, _hexes(head["path"]), log_root
+        ):
+            return False, "the log root is not the root of a ledger of the stated size"
         return True, (
-            f"row {data['index']} of {data['size']} is in table {fields.get('table_uri')} "
-            f"version {fields.get('delta_version')}, committed as ledger entry "
-            f"{fields.get('seq')} under log root {entry['log_root']} (size {entry['log_size']})"
+            f"row {data['index']} of {data['size']} is in table {fields['table_uri']} "
+            f"version {fields['delta_version']}, committed as ledger entry "
+            f"{fields['seq']} under log root {entry['log_root']} (size {log_size}); "
+            "hold (size, log root) against a signed checkpoint"
         )
     except Exception as exc:  # malformed document
         return False, f"malformed proof document: {exc.__class__.__name__}: {exc}"

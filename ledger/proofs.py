@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ledger.commitment import leaf_hash_matrix, sorted_table
-from ledger.encoding import encode_rows
+from ledger.encoding import encode_rows, schema_signature
 from ledger.hashing import root_of_leaf_hashes
 from ledger.lake import Lake, LakeError
 from ledger.log import ENTRY_FIELDS, LedgerEntry, entry_hash_matrix
 from ledger.merkle import consistency_proof_from_hashes, inclusion_proof_from_hashes
+from ledger.proofcheck import decode_row
 
 
 class ProofError(LakeError):
@@ -97,13 +98,15 @@ def inclusion_proof_document(
             f"{entry.seq}; run `openledger verify`"
         )
     log_hashes = entry_hash_matrix(entries)
+    leaf = encode_rows(ordered.slice(index, 1))[0]
     return {
         "format": "openledger-inclusion-proof/v1",
         "hash": "sha256",
         "tree": "RFC 9162 Merkle Tree Hash",
-        "row": {k: _json_value(v) for k, v in ordered.slice(index, 1).to_pylist()[0].items()},
+        "row": dict(zip(ordered.column_names, decode_row(leaf), strict=True)),
         "data": {
-            "leaf": encode_rows(ordered.slice(index, 1))[0].hex(),
+            "schema": [list(c) for c in schema_signature(ordered.schema)],
+            "leaf": leaf.hex(),
             "index": index,
             "size": ordered.num_rows,
             "path": [h.hex() for h in inclusion_proof_from_hashes(hashes, index)],
@@ -116,16 +119,14 @@ def inclusion_proof_document(
             "log_size": len(entries),
             "path": [h.hex() for h in inclusion_proof_from_hashes(log_hashes, entry.seq)],
             "log_root": entries[-1].log_root,
+            "head": {
+                "leaf": entries[-1].leaf().hex(),
+                "path": [
+                    h.hex() for h in inclusion_proof_from_hashes(log_hashes, len(entries) - 1)
+                ],
+            },
         },
     }
-
-
-def _json_value(value: object) -> object:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
 
 
 def consistency_proof_document(

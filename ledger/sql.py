@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import duckdb
 
-from ledger.lake import Lake, check_table_name
+from ledger.lake import Lake, LakeError, check_table_name
 
 
 def connect(lake: Lake, versions: Mapping[str, int] | None = None) -> duckdb.DuckDBPyConnection:
@@ -26,7 +26,10 @@ def connect(lake: Lake, versions: Mapping[str, int] | None = None) -> duckdb.Duc
     for name in names:
         dataset = lake.delta_table(name, versions.get(name)).to_pyarrow_dataset()
         con.register(name, dataset)
-    ledger = lake.ledger.delta_table(versions.get("ledger"))
+    try:
+        ledger = lake.ledger.delta_table(versions.get("ledger"))
+    except Exception as exc:  # delta-rs raises a bare error for a missing version
+        raise LakeError(f"the ledger has no version {versions.get('ledger')}: {exc}") from exc
     if ledger is not None:
         con.register("ledger", ledger.to_pyarrow_dataset())
     return con

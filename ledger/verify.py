@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from ledger.commitment import commit_table
 from ledger.hashing import EMPTY_ROOT, TreeBuilder
@@ -145,6 +146,41 @@ def verify_entry_data(lake: Lake, entry: LedgerEntry) -> list[str]:
     return diffs
 
 
+def _partition_files(lake: Lake, name: str, version: int, column: str) -> dict[str, object]:
+    """Data files of a table version and the partition value each belongs to."""
+    if version < 0:
+        return {}
+    actions = pa.table(lake.delta_table(name, version).get_add_actions(flatten=True))
+    return dict(
+        zip(actions["path"].to_pylist(), actions[f"partition.{column}"].to_pylist(), strict=True)
+    )
+
+
+def foreign_partition_changes(lake: Lake, entry: LedgerEntry) -> list[str]:
+    """Partitions that the entry's Delta version changed besides the one it commits.
+
+    A partition entry recomputes only its own partition; this catches files slipped into
+    other partitions within the same version.
+    """
+    if not entry.partition_column:
+        return []
+    name = entry.table_uri.rsplit("/", 1)[-1]
+    try:
+        before = _partition_files(lake, name, entry.delta_version - 1, entry.partition_column)
+        after = _partition_files(lake, name, entry.delta_version, entry.partition_column)
+    except Exception as exc:
+        return [f"cannot list the files of {entry.table_uri} v{entry.delta_version}: {exc}"]
+    touched = {after[p] for p in after.keys() - before.keys()}
+    touched |= {before[p] for p in before.keys() - after.keys()}
+    foreign = sorted(str(v) for v in touched if v != entry.partition_key)
+    if not foreign:
+        return []
+    return [
+        f"{entry.table_uri} v{entry.delta_version} also changed partition(s) {foreign}, "
+        f"which this entry ({entry.partition_column}={entry.partition_key}) does not cover"
+    ]
+
+
 def _check_coverage(lake: Lake, entries: list[LedgerEntry], report: VerifyReport) -> None:
     covered: dict[str, set[int]] = {}
     for e in entries:
@@ -182,7 +218,7 @@ def verify_lake(
     _check_chain(entries, report)
     if check_data:
         for done, entry in enumerate(entries, start=1):
-            for diff in verify_entry_data(lake, entry):
+            for diff in verify_entry_data(lake, entry) + foreign_partition_changes(lake, entry):
                 report.problems.append(Problem(entry.seq, diff))
             report.tables_checked += 1
             report.rows_checked += entry.row_count
