@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ledger.encoding import ENCODING_VERSION, leaf_messages, schema_hash, schema_signature
-from ledger.hashing import TreeBuilder, sha256_binary
+from ledger.hashing import TreeBuilder, hash_threads, perfect_subtrees, sha256_binary
 
 BATCH_ROWS = 1 << 17
 
@@ -68,6 +69,13 @@ def _keys_unique(keys: pa.Table, order: pa.Array) -> bool:
 
 def canonical_order(table: pa.Table, key: Sequence[str] | None) -> pa.Array:
     """Row indices in canonical leaf order: by key, ties (or no key) by the leaf bytes."""
+    return _order_and_leaves(table, key)[0]
+
+
+def _order_and_leaves(
+    table: pa.Table, key: Sequence[str] | None
+) -> tuple[pa.Array, pa.Array | None]:
+    """(canonical order, every row's leaf message if they had to be encoded to sort)."""
     schema_signature(table.schema)  # unsupported types fail here, with the column named
     for name in key or ():
         if name not in table.column_names:
@@ -77,11 +85,11 @@ def canonical_order(table: pa.Table, key: Sequence[str] | None) -> pa.Array:
         sort_keys = [(name, "ascending") for name in keys.column_names]
         order = pc.sort_indices(keys, sort_keys=sort_keys)
         if _keys_unique(keys, order):
-            return order
+            return order, None
     columns = dict(zip(keys.column_names, keys.columns, strict=True))
     columns["leaf"] = leaf_messages(table)
     sort_keys = [(name, "ascending") for name in columns]
-    return pc.sort_indices(pa.table(columns), sort_keys=sort_keys)
+    return pc.sort_indices(pa.table(columns), sort_keys=sort_keys), columns["leaf"]
 
 
 def sorted_table(table: pa.Table, key: Sequence[str] | None) -> pa.Table:
@@ -89,19 +97,32 @@ def sorted_table(table: pa.Table, key: Sequence[str] | None) -> pa.Table:
     return table.take(canonical_order(table, key))
 
 
+def _block_subtrees(messages: pa.Array) -> list[tuple[int, bytes]]:
+    return perfect_subtrees(sha256_binary(messages, threads=1))
+
+
 def commit_table(data: object, key: Sequence[str] | None = None) -> Commitment:
-    """Root, row count and schema hash of a table's rows in canonical order."""
+    """Root, row count and schema hash of a table's rows in canonical order.
+
+    Blocks of BATCH_ROWS rows (perfect subtrees) are gathered, encoded and hashed in a
+    thread pool (the kernels release the GIL) and folded in order: the same root on any
+    number of cores, and no sorted copy of the whole table.
+    """
     table = as_arrow_table(data)
-    builder = TreeBuilder()
-    if key:
-        ordered = sorted_table(table, key)
-        for start in range(0, ordered.num_rows, BATCH_ROWS):
-            builder.add_leaf_hashes(sha256_binary(leaf_messages(ordered.slice(start, BATCH_ROWS))))
-    else:  # encode once, sort the leaves themselves
-        messages = leaf_messages(table)
-        messages = messages.take(pc.sort_indices(messages))
-        for start in range(0, len(messages), BATCH_ROWS):
-            builder.add_leaf_hashes(sha256_binary(messages.slice(start, BATCH_ROWS)))
+    order, messages = _order_and_leaves(table, key)
+    starts = range(0, table.num_rows, BATCH_ROWS)
+
+    def block(start: int) -> list[tuple[int, bytes]]:
+        rows = order.slice(start, BATCH_ROWS)
+        if messages is not None:  # encoded already to sort by leaf bytes
+            return _block_subtrees(messages.take(rows))
+        return _block_subtrees(leaf_messages(table.take(rows)))
+
+    builder = TreeBuilder(BATCH_ROWS)
+    with ThreadPoolExecutor(hash_threads()) as pool:
+        for parts in pool.map(block, starts):
+            for count, root in parts:
+                builder.add_subtree(count, root)
     return Commitment(
         root=builder.root().hex(), row_count=table.num_rows, schema_hash=schema_hash(table.schema)
     )

@@ -29,13 +29,16 @@ _SMALL_BATCH = 512
 BLOCK_LEAVES = 1 << 17
 
 
-def _threads() -> int:
+def hash_threads() -> int:
     """Hashing threads: $OPENLEDGER_HASH_THREADS, else every core."""
     return max(1, int(os.environ.get("OPENLEDGER_HASH_THREADS", os.cpu_count() or 1)))
 
 
-def sha256_binary(messages: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """SHA-256 of every element of an Arrow binary array, as an (m, 32) uint8 matrix."""
+def sha256_binary(messages: pa.Array | pa.ChunkedArray, threads: int | None = None) -> np.ndarray:
+    """SHA-256 of every element of an Arrow binary array, as an (m, 32) uint8 matrix.
+
+    `threads` defaults to `hash_threads()`; callers that already run in a pool pass 1.
+    """
     m = len(messages)
     if m == 0:
         return np.zeros((0, HASH_SIZE), dtype=np.uint8)
@@ -52,7 +55,7 @@ def sha256_binary(messages: pa.Array | pa.ChunkedArray) -> np.ndarray:
     offsets = np.frombuffer(messages.buffers()[1], dtype=np.int64)
     offsets = offsets[messages.offset : messages.offset + m + 1]
     data = np.frombuffer(messages.buffers()[2], dtype=np.uint8)
-    return sha256_many(data, offsets, threads=_threads())
+    return sha256_many(data, offsets, threads=threads or hash_threads())
 
 
 def sha256_fixed(matrix: np.ndarray) -> np.ndarray:
@@ -107,6 +110,16 @@ class TreeBuilder:
             (c, right), (_, left) = self._stack.pop(), self._stack.pop()
             self._stack.append((2 * c, _node(left, right)))
 
+    def add_subtree(self, count: int, root: bytes) -> None:
+        """Append a perfect subtree computed elsewhere (e.g. in another thread).
+
+        It must be aligned: nothing pending, and the size so far a multiple of `count`.
+        """
+        if count <= 0 or count & (count - 1) or self._pending_rows or self.size % count:
+            raise ValueError(f"a subtree of {count} leaves is not aligned at size {self.size}")
+        self.size += count
+        self._push(count, root)
+
     def add_leaf_hashes(self, hashes: np.ndarray) -> None:
         """Append leaf hashes (an (m, 32) uint8 matrix) in order."""
         if hashes.ndim != 2 or hashes.shape[1] != HASH_SIZE:
@@ -133,18 +146,25 @@ class TreeBuilder:
         stack = list(self._stack)
         if self._pending_rows:
             rest = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-            start = 0
-            for bit in reversed(range(rest.shape[0].bit_length())):
-                count = 1 << bit
-                if rest.shape[0] - start >= count:
-                    stack.append((count, perfect_subtree_root(rest[start : start + count])))
-                    start += count
+            stack.extend(perfect_subtrees(rest))
         if not stack:
             return EMPTY_ROOT
         acc = stack[-1][1]
         for _, left in reversed(stack[:-1]):
             acc = _node(left, acc)
         return acc
+
+
+def perfect_subtrees(hashes: np.ndarray) -> list[tuple[int, bytes]]:
+    """(size, root) of the perfect subtrees that RFC 9162 splits these leaves into,
+    largest first (the binary digits of their count)."""
+    parts, start = [], 0
+    for bit in reversed(range(hashes.shape[0].bit_length())):
+        count = 1 << bit
+        if hashes.shape[0] - start >= count:
+            parts.append((count, perfect_subtree_root(hashes[start : start + count])))
+            start += count
+    return parts
 
 
 def root_of_leaf_hashes(hashes: np.ndarray) -> bytes:
