@@ -511,15 +511,15 @@ def summarize(rows: int, runs: dict[str, list[dict]], skipped: dict[str, str]) -
             # core would give (robust to other processes sharing the machine).
             "rows_per_cpu_s": rows / cpu if cpu else None,
             "loadavg_at_start": [r.get("loadavg_1min_at_start") for r in rs],
-            "extra_peak_mb_max": max((r["extra_peak_mb"] for r in rs if "extra_peak_mb" in r),
-                                     default=None),
+            "extra_peak_mb_max": max(
+                (r["extra_peak_mb"] for r in rs if "extra_peak_mb" in r), default=None
+            ),
             "table_nbytes_mb": rs[0].get("table_nbytes_mb"),
             "table_rss_mb": rs[0].get("table_rss_mb"),
         }
         if name == "stages":
             entry["stages_seconds_median"] = {
-                k: statistics.median(r["stages"][k]["seconds"] for r in rs)
-                for k in rs[0]["stages"]
+                k: statistics.median(r["stages"][k]["seconds"] for r in rs) for k in rs[0]["stages"]
             }
             entry["stages_cpu_median"] = {
                 k: statistics.median(r["stages"][k]["cpu_seconds"] for r in rs)
@@ -553,21 +553,24 @@ def summarize(rows: int, runs: dict[str, list[dict]], skipped: dict[str, str]) -
     # Single-threaded comparisons in CPU time (robust to a contended core).
     r["ours_1core_over_merkletools_cpu_time"] = ratio(cps("ours_1core"), cps("merkletools"))
     r["ours_1core_over_naive_tree_cpu_time"] = ratio(cps("ours_1core"), cps("naive_tree"))
-    r["ours_1core_over_floor_leaf_loop_cpu_time"] = ratio(cps("ours_1core"),
-                                                          cps("floor_leaf_loop"))
+    r["ours_1core_over_floor_leaf_loop_cpu_time"] = ratio(cps("ours_1core"), cps("floor_leaf_loop"))
     for base in ("merkletools", "floor_leaf_loop", "naive_tree", "floor_sha256_concat"):
         r[f"ours_2core_over_{base}"] = ratio(rps("ours"), rps(base))
         r[f"ours_1core_over_{base}"] = ratio(rps("ours_1core"), rps(base))
     if "lake" in v and "ours" in v:
-        r["verify_over_commit_table"] = ratio(v["lake"]["verify_seconds_median"],
-                                              v["ours"]["seconds_median"])
-        r["verify_over_commit_table_cpu_time"] = ratio(v["lake"]["verify_cpu_seconds_median"],
-                                                       v["ours"]["cpu_seconds_median"])
-        r["verify_over_lake_write"] = ratio(v["lake"]["verify_seconds_median"],
-                                            v["lake"]["seconds_median"])
+        r["verify_over_commit_table"] = ratio(
+            v["lake"]["verify_seconds_median"], v["ours"]["seconds_median"]
+        )
+        r["verify_over_commit_table_cpu_time"] = ratio(
+            v["lake"]["verify_cpu_seconds_median"], v["ours"]["cpu_seconds_median"]
+        )
+        r["verify_over_lake_write"] = ratio(
+            v["lake"]["verify_seconds_median"], v["lake"]["seconds_median"]
+        )
     if "lake" in v and "delta_write" in v:
-        r["lake_write_over_delta_write"] = ratio(v["lake"]["seconds_median"],
-                                                 v["delta_write"]["seconds_median"])
+        r["lake_write_over_delta_write"] = ratio(
+            v["lake"]["seconds_median"], v["delta_write"]["seconds_median"]
+        )
     targets = {}
     if rps("ours_1core"):
         targets["1core_ge_1M_rows_per_s"] = rps("ours_1core") >= 1_000_000
@@ -593,8 +596,10 @@ def check_roots(rows: int, runs: dict[str, list[dict]]) -> dict:
         roots.setdefault(rec["naive_root"], []).append("naive_tree")
     if len(roots) > 1:
         raise AssertionError(f"{rows} rows: variants disagree on the root: {roots}")
-    return {"root": next(iter(roots), None), "agreeing": sorted({n for v in roots.values()
-                                                                 for n in v})}
+    return {
+        "root": next(iter(roots), None),
+        "agreeing": sorted({n for v in roots.values() for n in v}),
+    }
 
 
 def markdown(summary: dict) -> str:
@@ -638,21 +643,33 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--repeat", type=int, default=3, help="runs per variant (median reported)")
-    p.add_argument("--repeat-large", type=int, default=1,
-                   help="runs per variant for sizes >= --large-rows")
+    p.add_argument(
+        "--repeat-large", type=int, default=1, help="runs per variant for sizes >= --large-rows"
+    )
     p.add_argument("--large-rows", type=int, default=5_000_000)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "ledger.json")
     p.add_argument("--seed", type=int, default=20240101)
-    p.add_argument("--check-rows", type=int, default=300_000,
-                   help="size of the ours-vs-naive root check run first (crosses the 2^17 "
-                        "batch and tree-block boundaries)")
+    p.add_argument(
+        "--check-rows",
+        type=int,
+        default=300_000,
+        help="size of the ours-vs-naive root check run first (crosses the 2^17 "
+        "batch and tree-block boundaries)",
+    )
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    p.add_argument("--baseline-budget", type=float, default=180.0,
-                   help="skip a pure-Python baseline at a size where it is estimated (from the "
-                        "previous size) to take longer than this many seconds")
+    p.add_argument(
+        "--baseline-budget",
+        type=float,
+        default=180.0,
+        help="skip a pure-Python baseline at a size where it is estimated (from the "
+        "previous size) to take longer than this many seconds",
+    )
     p.add_argument("--timeout", type=float, default=3600.0, help="per child process, seconds")
-    p.add_argument("--resummarize", action="store_true",
-                   help="recompute the summaries of an existing --out file and print them")
+    p.add_argument(
+        "--resummarize",
+        action="store_true",
+        help="recompute the summaries of an existing --out file and print them",
+    )
     p.add_argument("--worker", choices=(*VARIANTS, "check"), help=argparse.SUPPRESS)
     p.add_argument("--worker-rows", type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -694,10 +711,15 @@ def main(argv: list[str] | None = None) -> int:
         a.out.write_text(json.dumps(report, indent=2))
 
     log(f"check: ours vs naive RFC 9162 tree at {a.check_rows:,} rows")
-    report["check"] = spawn(["--worker", "check", "--worker-rows", str(a.check_rows),
-                             "--seed", str(a.seed)], False, a.timeout)
-    log(f"check: ok, roots agree (root at {a.check_rows:,} rows "
-        f"{report['check']['roots'][str(a.check_rows)][:16]}…)")
+    report["check"] = spawn(
+        ["--worker", "check", "--worker-rows", str(a.check_rows), "--seed", str(a.seed)],
+        False,
+        a.timeout,
+    )
+    log(
+        f"check: ok, roots agree (root at {a.check_rows:,} rows "
+        f"{report['check']['roots'][str(a.check_rows)][:16]}…)"
+    )
     save()
 
     previous: dict | None = None
@@ -710,16 +732,21 @@ def main(argv: list[str] | None = None) -> int:
                 prev = previous["variants"][name]
                 estimate = prev["seconds_median"] * rows / previous["rows"]
                 if estimate > a.baseline_budget:
-                    skipped[name] = (f"estimated {estimate:.0f} s from {previous['rows']:,} rows "
-                                     f"> budget {a.baseline_budget:.0f} s")
+                    skipped[name] = (
+                        f"estimated {estimate:.0f} s from {previous['rows']:,} rows "
+                        f"> budget {a.baseline_budget:.0f} s"
+                    )
                     runs.pop(name)
                     log(f"[{rows:,}] skip {name}: {skipped[name]}")
         for rep in range(repeat):
             for name in list(runs):
                 log(f"[{rows:,}] {LABELS[name]} (run {rep + 1}/{repeat}) …")
                 try:
-                    rec = spawn(["--worker", name, "--worker-rows", str(rows),
-                                 "--seed", str(a.seed)], name == "ours_1core", a.timeout)
+                    rec = spawn(
+                        ["--worker", name, "--worker-rows", str(rows), "--seed", str(a.seed)],
+                        name == "ours_1core",
+                        a.timeout,
+                    )
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     log(f"[{rows:,}] {name} FAILED: {exc}")
                     skipped[name] = f"failed: {str(exc).splitlines()[0][:200]}"
@@ -727,8 +754,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 runs[name].append(rec)
                 extra = f", verify {rec['verify_seconds']:.2f} s" if name == "lake" else ""
-                log(f"[{rows:,}] {name}: {rec['seconds']:.3f} s = {rows / rec['seconds']:,.0f} "
-                    f"rows/s, extra peak {rec.get('extra_peak_mb', 0):.0f} MB{extra}")
+                log(
+                    f"[{rows:,}] {name}: {rec['seconds']:.3f} s = {rows / rec['seconds']:,.0f} "
+                    f"rows/s, extra peak {rec.get('extra_peak_mb', 0):.0f} MB{extra}"
+                )
                 report["sizes"][str(rows)] = {"runs": runs, "skipped": skipped}
                 save()
         roots = check_roots(rows, runs)
