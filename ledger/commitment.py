@@ -16,7 +16,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ledger.encoding import ENCODING_VERSION, leaf_messages, schema_hash, schema_signature
+from ledger.encoding import (
+    ENCODING_VERSION,
+    decode_dictionary,
+    leaf_messages,
+    schema_hash,
+    schema_signature,
+)
 from ledger.hashing import TreeBuilder, hash_threads, perfect_subtrees, sha256_binary
 
 BATCH_ROWS = 1 << 17
@@ -52,7 +58,8 @@ def _key_table(table: pa.Table, key: Sequence[str]) -> pa.Table:
     for name in key:
         column = table.column(name)
         if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
+            chunks = column.chunks or [pa.array([], type=column.type)]
+            column = pa.chunked_array([decode_dictionary(c) for c in chunks])
         columns.append(column)
     return pa.table(columns, names=[f"k{i}" for i in range(len(key))])
 

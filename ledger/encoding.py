@@ -41,6 +41,17 @@ class UnsupportedTypeError(TypeError):
     """A column's Arrow type has no canonical encoding in this encoding version."""
 
 
+def decode_dictionary(array: pa.Array) -> pa.Array:
+    """Values of a dictionary array. Decoded through a non-view value type, since Arrow
+    has no take kernel for string_view/binary_view dictionaries."""
+    values = array.dictionary
+    if pa.types.is_string_view(values.type):
+        values = values.cast(pa.large_string())
+    elif pa.types.is_binary_view(values.type):
+        values = values.cast(pa.large_binary())
+    return values.take(array.indices)
+
+
 def _tag_and_name(field: pa.Field) -> tuple[int, str]:
     t = field.type
     if pa.types.is_dictionary(t):
@@ -101,7 +112,7 @@ def _encode_column(field: pa.Field, array: pa.Array) -> list[np.ndarray | pa.Arr
     """Segments (fixed matrices or binary arrays) encoding one column, header included."""
     tag, _ = _tag_and_name(field)
     if pa.types.is_dictionary(array.type):
-        array = array.dictionary_decode()
+        array = decode_dictionary(array)
     n = len(array)
     valid = (
         np.ones(n, dtype=np.uint8)
