@@ -90,11 +90,25 @@ class Column(_Strict):
 
 
 class QualityPolicy(_Strict):
-    """Thresholds the quality stage applies (issue 4 reads these)."""
+    """Thresholds of the quality stage (docs/quality.md)."""
 
     min_row_score: float = Field(default=0.5, ge=0, le=1)
     min_accepted_share: float = Field(default=0.5, ge=0, le=1)
     near_duplicate_decimals: int = Field(default=6, ge=0, le=15)
+    label_folds: int = Field(default=5, ge=2, le=20)
+    outlier_z: float = Field(default=4.0, gt=0)
+
+
+class TrainingPolicy(_Strict):
+    """LightGBM settings; fixed seed, deterministic mode and thread count make runs
+    reproducible byte for byte."""
+
+    num_boost_round: int = Field(default=100, ge=1, le=10_000)
+    params: dict[str, float | int | str | bool] = Field(
+        default_factory=lambda: {"learning_rate": 0.1, "num_leaves": 15, "min_data_in_leaf": 5}
+    )
+    seed: int = 0
+    num_threads: int = Field(default=1, ge=1, le=64)
 
 
 class RewardPolicy(_Strict):
@@ -129,6 +143,7 @@ class DatanetSpec(_Strict):
     require_signatures: bool = True
     max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     quality: QualityPolicy = QualityPolicy()
+    training: TrainingPolicy = TrainingPolicy()
     rewards: RewardPolicy = RewardPolicy()
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ contributor ever sees, and a pool that simulated contributors submit from:
 | alice | honest, large (35 % of the pool), CSV |
 | bob   | honest, medium (25 %), Parquet |
 | carol | honest, small (12 %), JSON Lines |
-| dave  | 15 % of the pool with 60 % of labels flipped to another class |
+| dave  | 15 % of the pool with 80 % of labels flipped to another class |
 | erin  | copier: 70 % of bob's rows resubmitted, plus 3 % of her own |
 | frank | junk: malformed rows (NaN, out of range, text, missing, huge fields, bad     |
 |       | labels), random-noise rows, a file that is not UTF-8 and an unsigned file    |
@@ -144,7 +144,7 @@ def demo_files(spec: DatanetSpec, seed: int = 0) -> list[DemoFile]:
     alice, bob, carol, dave, erin_own, frank_src = parts
     gina = pool[int(cuts[-1] * n) : int(cuts[-1] * n) + 5]
     classes = [int(c) for c in spec.label.categories or []]
-    dave = dave.with_columns(pl.Series("label", _flip(dave["label"].to_numpy(), classes, 0.6, rng)))
+    dave = dave.with_columns(pl.Series("label", _flip(dave["label"].to_numpy(), classes, 0.8, rng)))
     copied = bob[: int(0.7 * bob.height)]
     erin = pl.concat([copied, erin_own])
     noise = pl.DataFrame(

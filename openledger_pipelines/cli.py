@@ -55,6 +55,8 @@ datanet_app = typer.Typer(help="Datanet specs: create and list.", no_args_is_hel
 app.add_typer(datanet_app, name="datanet")
 contributor_app = typer.Typer(help="Contributors and their signing keys.", no_args_is_help=True)
 app.add_typer(contributor_app, name="contributor")
+model_app = typer.Typer(help="Trained models.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 out = Console()
 err = Console(stderr=True)
@@ -362,6 +364,52 @@ def contributor_list(
     out.print(grid)
     for problem in problems:
         err.print(f"[yellow]warning:[/] {problem}", highlight=False)
+
+
+@model_app.command("show")
+@friendly_errors
+def model_show(
+    datanet: Annotated[str, typer.Argument(help="Datanet name.")],
+    lake: LakeOption = DEFAULT_LAKE,
+) -> None:
+    """The current model card: training data root, metrics, top features."""
+    check_datanet_name(datanet)
+    con = connect(open_lake(lake))
+    try:
+        card = con.execute(
+            "select * from models where datanet = ? order by training_ledger_seq desc limit 1",
+            [datanet],
+        ).fetchone()
+    except duckdb.CatalogException:
+        card = None
+    if card is None:
+        raise SpecError(f"no model for Datanet {datanet!r} yet; run `openledger run`")
+    row = dict(zip([d[0] for d in con.description], card, strict=True))  # type: ignore[union-attr]
+    features = con.execute(
+        "select feature, mean_abs_shap from feature_attribution where model_id = ? "
+        "order by rank limit 10",
+        [row["model_id"]],
+    ).fetchall()
+    grid = Table("field", "value", title=f"model card: {datanet}")
+    for name in (
+        "model_id",
+        "spec_hash",
+        "training_root",
+        "training_ledger_seq",
+        "row_count",
+        "metric",
+        "metric_value",
+        "metrics_json",
+        "params_hash",
+        "training_seconds",
+        "model_path",
+    ):
+        grid.add_row(name, str(row[name]))
+    out.print(grid)
+    shap_grid = Table("feature", "mean |SHAP|", title="top features")
+    for feature, value in features:
+        shap_grid.add_row(feature, f"{value:.4f}")
+    out.print(shap_grid)
 
 
 @app.command()

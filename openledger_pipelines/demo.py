@@ -74,6 +74,56 @@ def summary_table(lake: Lake) -> Table:
     return grid
 
 
+def quality_table(lake: Lake) -> Table:
+    """Per Datanet and contributor: rows, accepted share, label consistency, flags."""
+    frame = pl.from_arrow(lake.read("contributor_quality")).sort("datanet", "contributor")
+    grid = Table(
+        "datanet",
+        "contributor",
+        "rows",
+        "accepted",
+        "label consistency",
+        "duplicates",
+        "flags",
+        title="quality",
+    )
+    for r in frame.iter_rows(named=True):  # type: ignore[union-attr]
+        grid.add_row(
+            r["datanet"],
+            r["contributor"],
+            str(r["rows"]),
+            f"{r['accepted_share']:.0%}",
+            f"{r['label_consistency'] or 0:.2f}",
+            str(r["duplicates"]),
+            r["flags"],
+        )
+    return grid
+
+
+def models_table(lake: Lake) -> Table:
+    """Per Datanet: the current model, its metric, training rows and top features."""
+    models = pl.from_arrow(lake.read("models"))
+    features = pl.from_arrow(lake.read("feature_attribution"))
+    grid = Table("datanet", "model id", "metric", "value", "rows", "top features", title="models")
+    for r in models.sort("datanet").iter_rows(named=True):  # type: ignore[union-attr]
+        top = (
+            features.filter(  # type: ignore[union-attr]
+                (pl.col("model_id") == r["model_id"]) & (pl.col("rank") <= 3)
+            )
+            .sort("rank")["feature"]
+            .to_list()
+        )
+        grid.add_row(
+            r["datanet"],
+            r["model_id"][:12],
+            r["metric"],
+            f"{r['metric_value']:.3f}",
+            str(r["row_count"]),
+            ", ".join(top),
+        )
+    return grid
+
+
 def run_demo(lake: Lake, console: Console, code_version: str) -> bool:
     """Run the whole current pipeline on the demo data; print what it did and checked."""
     root = Path(lake.root)
@@ -88,6 +138,8 @@ def run_demo(lake: Lake, console: Console, code_version: str) -> bool:
 
     outcome = run_datanets(root, instance, on_done=report)
     console.print(summary_table(lake))
+    console.print(quality_table(lake))
+    console.print(models_table(lake))
     report_ok = verify_lake(lake)
     console.print(
         f"ledger: {report_ok.entries} entries; verify: "

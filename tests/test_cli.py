@@ -16,6 +16,7 @@ from openledger_pipelines.cli import app
 
 runner = CliRunner()
 WINE = "contributions_wine"
+ENTRIES = 2 * 12  # one ledger entry per table the pipeline writes, for each demo Datanet
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -44,10 +45,26 @@ def lake_copy(demo_lake: Path, tmp_path: Path) -> Path:
 
 
 def test_every_command_has_help() -> None:
-    commands = ("demo", "verify", "prove", "verify-proof", "consistency", "sql", "run",
-                "contribute", "datanet", "datanet create", "datanet list", "contributor",
-                "contributor add", "contributor list", "checkpoint", "checkpoint keygen",
-                "checkpoint sign", "checkpoint verify")
+    commands = (
+        "demo",
+        "verify",
+        "prove",
+        "verify-proof",
+        "consistency",
+        "sql",
+        "run",
+        "contribute",
+        "datanet",
+        "datanet create",
+        "datanet list",
+        "contributor",
+        "contributor add",
+        "contributor list",
+        "checkpoint",
+        "checkpoint keygen",
+        "checkpoint sign",
+        "checkpoint verify",
+    )
     for command in commands:
         code, output = run(*command.split(), "--help")
         assert code == 0 and "Usage" in output, command
@@ -56,21 +73,33 @@ def test_every_command_has_help() -> None:
 def test_demo_is_idempotent(lake_copy: Path) -> None:
     code, output = run("demo", "--lake", str(lake_copy))
     assert code == 0, output
-    code, output = run("sql", "--lake", str(lake_copy), "--json",
-                       "select count(*) as n from batches")
+    code, output = run(
+        "sql", "--lake", str(lake_copy), "--json", "select count(*) as n from batches"
+    )
     assert json.loads(output) == {"n": 20}  # the same files again changed nothing
 
 
 def test_lake_defaults_to_environment(demo_lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENLEDGER_LAKE", str(demo_lake))
     code, output = run("verify")
-    assert code == 0 and "12 ledger entries verified" in output
+    assert code == 0 and f"{ENTRIES} ledger entries verified" in output
 
 
 def test_prove_then_verify_proof(demo_lake: Path, tmp_path: Path) -> None:
     proof = tmp_path / "proof.json"
-    code, output = run("prove", "--lake", str(demo_lake), "--table", WINE,
-                       "--key", "contributor=alice", "--key", "row_index=0", "--out", str(proof))
+    code, output = run(
+        "prove",
+        "--lake",
+        str(demo_lake),
+        "--table",
+        WINE,
+        "--key",
+        "contributor=alice",
+        "--key",
+        "row_index=0",
+        "--out",
+        str(proof),
+    )
     assert code == 0, output
     code, output = run("verify-proof", str(proof))
     assert code == 0 and "OK" in output
@@ -93,32 +122,47 @@ def test_checkpoint_keygen_sign_verify(lake_copy: Path, tmp_path: Path) -> None:
     code, verifier = run("checkpoint", "keygen", "--lake", str(lake_copy), "--name", "t.log")
     assert code == 0
     code, note = run("checkpoint", "sign", "--lake", str(lake_copy))
-    assert code == 0 and note.splitlines()[1] == "12"
+    assert code == 0 and note.splitlines()[1] == str(ENTRIES)
     path = tmp_path / "cp.txt"
     path.write_text(note)
-    code, output = run("checkpoint", "verify", str(path), "--verifier", verifier.strip(),
-                       "--lake", str(lake_copy))
+    code, output = run(
+        "checkpoint", "verify", str(path), "--verifier", verifier.strip(), "--lake", str(lake_copy)
+    )
     assert code == 0 and "matches the ledger" in output
-    path.write_text(note.replace("\n12\n", "\n11\n"))
-    code, output = run("checkpoint", "verify", str(path), "--verifier", verifier.strip(),
-                       "--lake", str(lake_copy))
+    path.write_text(note.replace(f"\n{ENTRIES}\n", f"\n{ENTRIES - 1}\n"))
+    code, output = run(
+        "checkpoint", "verify", str(path), "--verifier", verifier.strip(), "--lake", str(lake_copy)
+    )
     assert code == 2 and "does not verify" in output
     code, output = run("checkpoint", "keygen", "--lake", str(lake_copy), "--name", "t.log")
     assert code == 2 and "refusing to overwrite" in output
 
 
 def test_sql_over_tables_and_ledger(demo_lake: Path) -> None:
-    code, output = run("sql", "--lake", str(demo_lake), "--json",
-                       "select datanet, count(*) as n from batches group by 1 order by 1")
+    code, output = run(
+        "sql",
+        "--lake",
+        str(demo_lake),
+        "--json",
+        "select datanet, count(*) as n from batches group by 1 order by 1",
+    )
     assert code == 0
     rows = [json.loads(line) for line in output.splitlines()]
     assert rows == [{"datanet": "breast_cancer", "n": 10}, {"datanet": "wine", "n": 10}]
-    code, output = run("sql", "--lake", str(demo_lake), "--json", "--at", "batches=0",
-                       "select count(distinct datanet) as n from batches")
+    code, output = run(
+        "sql",
+        "--lake",
+        str(demo_lake),
+        "--json",
+        "--at",
+        "batches=0",
+        "select count(distinct datanet) as n from batches",
+    )
     assert code == 0 and json.loads(output) == {"n": 1}
-    code, output = run("sql", "--lake", str(demo_lake), "--json",
-                       "select max(seq) as s from ledger")
-    assert json.loads(output) == {"s": 11}
+    code, output = run(
+        "sql", "--lake", str(demo_lake), "--json", "select max(seq) as s from ledger"
+    )
+    assert json.loads(output) == {"s": ENTRIES - 1}
 
 
 @pytest.mark.parametrize(
@@ -130,22 +174,29 @@ def test_sql_over_tables_and_ledger(demo_lake: Path) -> None:
         (["prove", "--table", WINE, "--key", "row_index=abc"], "not a valid int64"),
         (["prove", "--table", WINE, "--key", "row_index=100000"], "0 rows match"),
         (["prove", "--table", WINE, "--key", "row_index=0"], "rows match"),
-        (["prove", "--table", WINE, "--key", "row_index=3", "--version", "99"],
-         "no ledger entry"),
+        (["prove", "--table", WINE, "--key", "row_index=3", "--version", "99"], "no ledger entry"),
         (["sql", "select * from missing_table"], "missing_table"),
         (["sql", "--at", "batches=99", "select 1"], "no version 99"),
         (["sql", "--at", "nope=1", "select 1"], "does not exist"),
         (["consistency", "--old", "99"], "sizes must satisfy"),
         (["checkpoint", "sign", "--key", "/nonexistent/key"], "No such file"),
-        (["contribute", "--datanet", "../etc", "--contributor", "a", "README.md"],
-         "invalid Datanet name"),
-        (["contribute", "--datanet", "wine", "--contributor", "../a", "README.md"],
-         "invalid contributor id"),
+        (
+            ["contribute", "--datanet", "../etc", "--contributor", "a", "README.md"],
+            "invalid Datanet name",
+        ),
+        (
+            ["contribute", "--datanet", "wine", "--contributor", "../a", "README.md"],
+            "invalid contributor id",
+        ),
         (["contribute", "--datanet", "nope", "--contributor", "a", "README.md"], "no Datanet"),
-        (["contributor", "add", "--datanet", "wine", "--contributor", "x\ny"],
-         "invalid contributor id"),
-        (["contributor", "add", "--datanet", "wine", "--contributor", "a" * 100],
-         "invalid contributor id"),
+        (
+            ["contributor", "add", "--datanet", "wine", "--contributor", "x\ny"],
+            "invalid contributor id",
+        ),
+        (
+            ["contributor", "add", "--datanet", "wine", "--contributor", "a" * 100],
+            "invalid contributor id",
+        ),
         (["run", "--datanet", "nope"], "no spec for Datanet"),
     ],
 )
@@ -177,6 +228,13 @@ def test_verify_reports_tampering_with_exit_1(lake_copy: Path) -> None:
     pq.write_table(table.set_column(index, "alcohol", pa.array(values)), file)
     code, output = run("verify", "--lake", str(lake_copy))
     assert code == 1
-    entry = json.loads(run("sql", "--lake", str(lake_copy), "--json",
-                           f"select seq from ledger where table_uri = 'tables/{WINE}'")[1])
+    entry = json.loads(
+        run(
+            "sql",
+            "--lake",
+            str(lake_copy),
+            "--json",
+            f"select seq from ledger where table_uri = 'tables/{WINE}'",
+        )[1]
+    )
     assert f"FAILED: first problem: entry {entry['seq']}" in output

@@ -20,6 +20,12 @@ EXPECTED_GRAPH = {
     "quarantine": INGESTION_PARENTS,
     "duplicates": INGESTION_PARENTS,
     "batches": INGESTION_PARENTS,
+    "validation": {"datanets"},
+    "quality": {"contributions", "duplicates", "quarantine", "contributors"},
+    "contributor_quality": {"contributions", "duplicates", "quarantine"},
+    "training_rows": {"quality", "contributions"},
+    "models": {"training_rows", "validation"},
+    "feature_attribution": {"models"},
 }
 
 
@@ -86,7 +92,10 @@ def test_every_asset_materialization_has_a_matching_ledger_entry(
 def test_asset_checks_pass_on_the_demo(materialized: tuple[Path, dg.DagsterInstance]) -> None:
     _, instance = materialized
     checks = defs.resolve_asset_graph().asset_check_keys
-    assert {c.name for c in checks} == {"schema_conforms", "counts_reconcile", "ledger_matches"}
+    assert {c.name for c in checks} == {
+        "schema_conforms", "counts_reconcile", "ledger_matches", "accepted_share_floor",
+        "no_contributor_lost",
+    }
     for check in checks:
         record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])
         execution = record.get(check)

@@ -31,8 +31,9 @@ require_signatures: false
 """
 
 
-def add_rows(root: Path, datanet: str, contributor: str, rows: list[tuple[float, int]],
-             tmp: Path) -> None:
+def add_rows(
+    root: Path, datanet: str, contributor: str, rows: list[tuple[float, int]], tmp: Path
+) -> None:
     source = tmp / f"{contributor}-{len(rows)}-{rows[0][0]}.csv"
     source.write_text("x,y\n" + "".join(f"{x},{y}\n" for x, y in rows))
     submit(root, datanet, contributor, source, submitted_at=datetime(2026, 1, 1, tzinfo=UTC))
@@ -54,13 +55,13 @@ def root(tmp_path: Path) -> Path:
 
 
 def evaluate_sensor(root: Path, instance: dg.DagsterInstance, cursor: str | None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      resources={"lake": LakeResource(root=str(root))})
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"lake": LakeResource(root=str(root))}
+    )
     result = inbox_sensor(context)
     assert isinstance(result, dg.SensorResult)
     for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name,
-                                        list(request.partition_keys))
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     return result
 
 
@@ -109,27 +110,33 @@ def test_new_contributions_rerun_only_their_datanet(
     first = evaluate_sensor(root, instance, None)
     job = build_defs(str(root)).resolve_job_def("datanet_job")
     for request in first.run_requests or []:
-        assert job.execute_in_process(partition_key=request.partition_key,
-                                      instance=instance).success
+        assert job.execute_in_process(
+            partition_key=request.partition_key, instance=instance
+        ).success
     assets = ("datanets", "contributors", "contributions", "quarantine", "duplicates", "batches")
     before = {a: latest(instance, a, "alpha").run_id for a in assets}
     lake = Lake(root)
-    alpha_entries = [e for e in lake.ledger.entries() if e.partition_key == "alpha"
-                     or e.table_uri.endswith("_alpha")]
+    alpha_entries = [
+        e
+        for e in lake.ledger.entries()
+        if e.partition_key == "alpha" or e.table_uri.endswith("_alpha")
+    ]
 
     add_rows(root, "beta", "bob", [(7.0, 1), (8.0, 0)], tmp_path)
     backfill = evaluate_sensor(root, instance, first.cursor)
     assert [r.partition_key for r in backfill.run_requests or []] == ["beta"]
     for request in backfill.run_requests or []:
-        assert job.execute_in_process(partition_key=request.partition_key,
-                                      instance=instance).success
+        assert job.execute_in_process(
+            partition_key=request.partition_key, instance=instance
+        ).success
 
     assert {a: latest(instance, a, "alpha").run_id for a in assets} == before
     entries = lake.ledger.entries()
-    new_entries = entries[len(entries) - len(assets):]
+    new_entries = entries[len(entries) - len(assets) :]
     assert all(e.partition_key == "beta" or e.table_uri.endswith("_beta") for e in new_entries)
-    assert [e for e in entries if e.partition_key == "alpha"
-            or e.table_uri.endswith("_alpha")] == alpha_entries
+    assert [
+        e for e in entries if e.partition_key == "alpha" or e.table_uri.endswith("_alpha")
+    ] == alpha_entries
     beta_rows = lake.read("contributions_beta").num_rows
     assert beta_rows == 5
 

@@ -1,0 +1,47 @@
+"""The fixed validation set of a Datanet: the yardstick of every model and utility.
+
+It is fixed per spec version and never drawn from contributions, so no contributor can
+move the score that values them by contributing to it. `bundled` sets come from a data set
+shipped with scikit-learn (the demo's are the held-out part of the stratified split in
+`assets.demo_data.split_bundled`); `file` sets are a CSV/Parquet/JSONL file next to the
+spec, validated like a contribution (any invalid row is an error, not a quarantine).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from assets.datanets import DatanetSpec, SpecError
+from assets.demo_data import split_bundled
+from assets.ingest import FileRejected, read_text_columns, validate_rows
+from assets.layout import inside
+
+
+def validation_set(spec: DatanetSpec, specs_dir: Path) -> pl.DataFrame:
+    """The spec's validation rows, typed by the spec's columns."""
+    source = spec.validation
+    columns = {c.name: c.polars_type() for c in spec.columns}
+    if source.kind == "bundled":
+        try:
+            _, frame = split_bundled(source.name, source.fraction, source.seed)
+        except ValueError as exc:
+            raise SpecError(f"{spec.name}: {exc}") from None
+        missing = sorted(set(columns) - set(frame.columns))
+        if missing:
+            raise SpecError(f"{spec.name}: bundled set {source.name!r} lacks columns {missing}")
+        return frame.select(list(columns)).cast(columns)  # type: ignore[arg-type]
+    path = inside(specs_dir, source.name)
+    try:
+        raw, bad_lines = read_text_columns(path, spec.max_file_bytes)
+        good, bad, _ = validate_rows(raw, spec)
+    except (FileRejected, OSError) as exc:
+        raise SpecError(f"{spec.name}: validation file {source.name}: {exc}") from None
+    if bad.height or bad_lines.height:
+        first = bad["message"][0] if bad.height else bad_lines["message"][0]
+        raise SpecError(
+            f"{spec.name}: validation file has {bad.height + bad_lines.height} "
+            f"invalid rows, e.g. {first}"
+        )
+    return good.select(list(columns))

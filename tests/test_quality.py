@@ -1,0 +1,203 @@
+"""Quality scoring and training: planted behaviours are caught, models are reproducible."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from assets.datanets import parse_spec
+from assets.demo_data import DEMO_DATANETS, demo_spec
+from assets.quality import AXES, score_rows, training_rows, typicality, uniqueness
+from assets.training import train_model
+from assets.validation import validation_set
+from ledger.commitment import commit_table, row_leaf_hashes
+from ledger.lake import Lake
+from openledger_pipelines.cli import app
+from openledger_pipelines.demo import prepare_demo
+from openledger_pipelines.runner import run_datanets
+
+HONEST = ("alice", "bob", "carol")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    root = tmp_path_factory.mktemp("quality") / "lake"
+    prepare_demo(root)
+    outcome = run_datanets(root, dg.DagsterInstance.ephemeral())
+    assert outcome == {"breast_cancer": True, "wine": True}
+    return Lake(root)
+
+
+def summary(lake: Lake, datanet: str) -> pl.DataFrame:
+    return pl.from_arrow(lake.read("contributor_quality", partition=("datanet", datanet)))
+
+
+@pytest.mark.parametrize("datanet", DEMO_DATANETS)
+def test_flipped_labels_score_lowest_label_consistency(demo: Lake, datanet: str) -> None:
+    frame = summary(demo, datanet).sort("label_consistency")
+    assert frame["contributor"][0] == "dave"
+    assert "lowest_label_consistency" in frame.filter(pl.col("contributor") == "dave")["flags"][0]
+    honest = frame.filter(pl.col("contributor").is_in(HONEST))
+    assert honest["label_consistency"].min() > 0.7
+    assert frame.filter(pl.col("contributor") == "dave")["accepted_share"][0] < 0.5
+
+
+@pytest.mark.parametrize("datanet", DEMO_DATANETS)
+def test_copied_rows_are_duplicates_of_the_original(demo: Lake, datanet: str) -> None:
+    dups = pl.from_arrow(demo.read("duplicates", partition=("datanet", datanet)))
+    erin = dups.filter(pl.col("contributor") == "erin")
+    assert erin.height > 0 and set(erin["first_contributor"]) == {"bob"}
+    row = summary(demo, datanet).filter(pl.col("contributor") == "erin").row(0, named=True)
+    assert row["duplicate_share"] > 0.5 and "mostly_duplicates" in row["flags"]
+
+
+@pytest.mark.parametrize("datanet", DEMO_DATANETS)
+def test_junk_is_rejected(demo: Lake, datanet: str) -> None:
+    frame = summary(demo, datanet)
+    frank = frame.filter(pl.col("contributor") == "frank").row(0, named=True)
+    assert frank["quarantined"] > 0 and "mostly_rejected" in frank["flags"]
+    assert frank["accepted_share"] < 0.5
+    honest = frame.filter(pl.col("contributor").is_in(HONEST))
+    assert honest["accepted_share"].min() > 0.8
+
+
+def test_every_contributor_has_a_quality_row_and_axes_are_bounded(demo: Lake) -> None:
+    for datanet in DEMO_DATANETS:
+        frame = summary(demo, datanet)
+        assert sorted(frame["contributor"]) == sorted(
+            ["alice", "bob", "carol", "dave", "erin", "frank", "gina"]
+        )
+        rows = pl.from_arrow(demo.read("quality", partition=("datanet", datanet)))
+        contributions = pl.from_arrow(demo.read(f"contributions_{datanet}"))
+        assert sorted(rows["row_hash"]) == sorted(contributions["row_hash"])
+        for axis in (*AXES, "combined"):
+            assert rows[axis].is_between(0.0, 1.0).all(), axis
+
+
+def test_model_is_trained_on_the_committed_training_rows(demo: Lake) -> None:
+    models = pl.from_arrow(demo.read("models"))
+    entries = demo.ledger.entries()
+    for row in models.iter_rows(named=True):
+        datanet = row["datanet"]
+        model_file = Path(demo.root) / row["model_path"]
+        assert hashlib.sha256(model_file.read_bytes()).hexdigest() == row["model_id"]
+        entry = entries[row["training_ledger_seq"]]
+        assert entry.table_uri == f"tables/training_rows_{datanet}"
+        assert entry.data_root == row["training_root"]
+        trained_on = demo.read(f"training_rows_{datanet}", entry.delta_version)
+        assert commit_table(trained_on, ["row_hash"]).root == row["training_root"]
+        assert row["row_count"] == trained_on.num_rows
+        quality = pl.from_arrow(demo.read("quality", partition=("datanet", datanet)))
+        assert trained_on.num_rows == int(quality["accepted"].sum())
+        assert 0.5 < row["metric_value"] <= 1.0
+    features = pl.from_arrow(demo.read("feature_attribution"))
+    assert set(features["model_id"]) == set(models["model_id"])
+
+
+@pytest.mark.parametrize("datanet", DEMO_DATANETS)
+def test_training_twice_gives_a_byte_identical_model(demo: Lake, datanet: str) -> None:
+    spec = demo_spec(datanet)
+    contributions = pl.from_arrow(demo.read(f"contributions_{datanet}"))
+    quality = pl.from_arrow(demo.read("quality", partition=("datanet", datanet)))
+    rows = training_rows(contributions, quality)
+    valid = validation_set(spec, Path(demo.root) / "specs")
+    first, second = train_model(spec, rows, valid), train_model(spec, rows, valid)
+    assert first.model_bytes == second.model_bytes
+    assert first.model_id == second.model_id
+    stored = pl.from_arrow(demo.read("models", partition=("datanet", datanet)))
+    assert first.model_id in set(stored["model_id"])
+    again = score_rows(spec, contributions)  # quality is deterministic too
+    assert again.sort("row_hash").equals(quality.select(again.columns).sort("row_hash"))
+
+
+@pytest.mark.parametrize("datanet", DEMO_DATANETS)
+def test_validation_set_is_never_contributed(demo: Lake, datanet: str) -> None:
+    spec = demo_spec(datanet)
+    valid = validation_set(spec, Path(demo.root) / "specs")
+    assert valid.height > 0
+    valid_hashes = set(row_leaf_hashes(valid.select([c.name for c in spec.columns])).to_pylist())
+    contributed = set(pl.from_arrow(demo.read(f"contributions_{datanet}"))["row_hash"])
+    assert not valid_hashes & contributed
+
+
+def test_model_show_prints_the_card(demo: Lake) -> None:
+    result = CliRunner().invoke(app, ["model", "show", "wine", "--lake", demo.root])
+    assert result.exit_code == 0, result.output
+    assert "training_root" in result.output and "top features" in result.output
+
+
+SPEC = parse_spec("""
+name: toy
+owner: t
+licence: CC0-1.0
+task: binary
+features:
+  - {name: x, type: float, min: -1000, max: 1000}
+  - {name: c, type: category, categories: [a, b]}
+label: {name: y, type: int, categories: [0, 1]}
+metric: roc_auc
+validation: {kind: bundled, name: breast_cancer}
+quality: {near_duplicate_decimals: 2}
+""")
+
+
+def toy(
+    xs: list[float],
+    cs: list[str] | None = None,
+    ys: list[int] | None = None,
+    contributors: list[str] | None = None,
+) -> pl.DataFrame:
+    n = len(xs)
+    return pl.DataFrame(
+        {
+            "datanet": ["toy"] * n,
+            "contributor": contributors or ["a"] * n,
+            "batch_id": ["b"] * n,
+            "received_at": pl.Series([0] * n).cast(pl.Datetime("us", "UTC")),
+            "row_index": list(range(n)),
+            "row_hash": [f"{i:064x}" for i in range(n)],
+            "x": xs,
+            "c": cs or ["a"] * n,
+            "y": ys or [0] * n,
+        }
+    )
+
+
+def test_near_duplicates_after_rounding_credit_the_first_row() -> None:
+    rows = toy([1.001, 1.004, 2.0, 1.0], cs=["a", "a", "a", "b"])
+    assert uniqueness(SPEC, rows).tolist() == [1.0, 0.0, 1.0, 1.0]
+
+
+def test_outliers_lose_typicality() -> None:
+    rows = toy([*np.linspace(0, 1, 50).tolist(), 900.0])
+    scores = typicality(SPEC, rows)
+    assert scores[-1] < 0.01 and scores[:-1].min() > 0.99
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.lists(st.floats(-100, 100), min_size=1, max_size=40),
+    st.lists(st.sampled_from([0, 1]), min_size=40, max_size=40),
+)
+def test_axes_are_probabilities_and_combined_follows_the_formula(
+    xs: list[float], ys: list[int]
+) -> None:
+    rows = toy(xs, ys=ys[: len(xs)], contributors=[f"c{i % 3}" for i in range(len(xs))])
+    scored = score_rows(SPEC, rows)
+    for axis in (*AXES, "combined"):
+        assert scored[axis].is_between(0.0, 1.0).all()
+    expected = (
+        scored["validity"]
+        * scored["uniqueness"]
+        * (scored["label_consistency"] * scored["typicality"]).sqrt()
+    )
+    assert np.allclose(scored["combined"].to_numpy(), expected.to_numpy())
+    assert (scored["accepted"] == (scored["combined"] >= SPEC.quality.min_row_score)).all()
