@@ -111,6 +111,21 @@ class TrainingPolicy(_Strict):
     num_threads: int = Field(default=1, ge=1, le=64)
 
 
+class ValuationPolicy(_Strict):
+    """How contributor values are estimated (docs/attribution.md)."""
+
+    exact_max_players: int = Field(default=12, ge=1, le=16)
+    half_width: float = Field(default=0.01, gt=0)  # target confidence half-width per player
+    z: float = Field(default=1.96, gt=0)
+    max_evaluations: int = Field(default=2000, ge=10)
+    truncation: float = Field(default=0.01, ge=0, lt=1)
+    pairs_per_batch: int = Field(default=8, ge=1)
+    num_boost_round: int = Field(default=50, ge=1)
+    workers: int = Field(default=1, ge=1, le=64)
+    seed: int = 0
+    knn_k: int = Field(default=10, ge=1)
+
+
 class RewardPolicy(_Strict):
     """How an epoch's pool is split (issue 6 reads these)."""
 
@@ -118,6 +133,7 @@ class RewardPolicy(_Strict):
     pool_per_epoch: int = Field(default=1_000_000_000, ge=0)  # base units
     z: float = Field(default=1.0, ge=0, le=10)
     max_share_per_contributor: float = Field(default=1.0, gt=0, le=1)
+    fee_per_inference: int = Field(default=1_000_000, ge=0)  # base units
 
 
 class ValidationSource(_Strict):
@@ -144,6 +160,7 @@ class DatanetSpec(_Strict):
     max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     quality: QualityPolicy = QualityPolicy()
     training: TrainingPolicy = TrainingPolicy()
+    valuation: ValuationPolicy = ValuationPolicy()
     rewards: RewardPolicy = RewardPolicy()
 
     @model_validator(mode="after")

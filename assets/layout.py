@@ -28,6 +28,7 @@ SPECS = "specs"
 INBOX = "inbox"
 REGISTRY = "registry"
 KEYS = "keys"
+INFERENCE_LOG = "inference_log"
 SAFE_FILE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -65,12 +66,14 @@ def safe_file_name(name: str) -> str:
 
 
 def datanet_fingerprint(root: Path, datanet: str) -> str:
-    """Hash of everything that should trigger a run: spec, manifests, registrations."""
+    """Hash of everything that should trigger a run: spec, manifests, registrations,
+    inference logs."""
     digest = hashlib.sha256()
     parts = [spec_path(root, datanet)]
     for folder, pattern in (
         (inbox_dir(root, datanet), f"*{MANIFEST_SUFFIX}"),
         (registry_dir(root, datanet), "*.json"),
+        (inside(root, INFERENCE_LOG, check_datanet_name(datanet)), "*.parquet"),
     ):
         parts.extend(sorted(folder.glob(pattern)) if folder.is_dir() else [])
     for path in parts:

@@ -414,6 +414,40 @@ def model_show(
 
 @app.command()
 @friendly_errors
+def infer(
+    datanet: Annotated[str, typer.Option(help="Datanet name.")],
+    file: Annotated[Path, typer.Argument(help="Queries: CSV, Parquet or JSON Lines features.")],
+    lake: LakeOption = DEFAULT_LAKE,
+) -> None:
+    """Serve predictions from the Datanet's current model and log them for attribution."""
+    from assets.inference import current_model, read_queries, serve, write_log
+    from openledger_pipelines.ingestion import current_spec_at, read_or_empty
+    from openledger_pipelines.modeling import MODELS_SCHEMA
+
+    target = open_lake(lake)
+    root = target.root_path()
+    spec = current_spec_at(root, check_datanet_name(datanet))
+    model = current_model(read_or_empty(target, "models", MODELS_SCHEMA, ("datanet", datanet)))
+    served = serve(
+        spec,
+        (root / str(model["model_path"])).read_bytes(),
+        str(model["model_id"]),
+        read_queries(spec, file),
+    )
+    log = write_log(root, datanet, served)
+    grid = Table("#", "prediction", "query hash", "fee")
+    for i, row in enumerate(served.iter_rows(named=True)):
+        grid.add_row(str(i), row["prediction"], row["query_hash"][:16], str(row["fee"]))
+    out.print(grid)
+    out.print(
+        f"logged {served.height} inferences to {log.relative_to(root)}; "
+        "`openledger run` attributes them",
+        highlight=False,
+    )
+
+
+@app.command()
+@friendly_errors
 def contribute(
     datanet: Annotated[str, typer.Option(help="Datanet name.")],
     contributor: Annotated[str, typer.Option(help="Your contributor id.")],

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from openledger_pipelines import automation, ingestion, modeling
+from openledger_pipelines import attribution, automation, ingestion, modeling
 from openledger_pipelines.resources import LakeResource, default_lake_root
 
 
 def build_defs(lake_root: str) -> dg.Definitions:
     """Definitions bound to one lake (the CLI passes its --lake; the UI uses the env)."""
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([ingestion, modeling]),
+        assets=dg.load_assets_from_modules([ingestion, modeling, attribution]),
         jobs=[automation.datanet_job],
         sensors=[automation.inbox_sensor],
         schedules=[automation.daily_batch],

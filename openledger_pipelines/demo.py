@@ -25,10 +25,11 @@ from ledger.lake import Lake
 from ledger.proofcheck import check_proof_document
 from ledger.proofs import inclusion_proof_document
 from ledger.verify import verify_lake
-from openledger_pipelines.ingestion import contributions_table
+from openledger_pipelines.ingestion import contributions_table, read_or_empty
 from openledger_pipelines.runner import persistent_instance, run_datanets
 
 REGISTERED_AT = datetime(2026, 11, 1, tzinfo=UTC)
+SERVED_AT = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 
 
 def prepare_demo(root: Path, seed: int = 0) -> None:
@@ -124,6 +125,54 @@ def models_table(lake: Lake) -> Table:
     return grid
 
 
+def serve_demo_queries(lake: Lake, queries: int = 20) -> None:
+    """Serve predictions for held-out rows of each demo Datanet and log them."""
+    from assets.inference import current_model, serve, write_log
+    from assets.validation import validation_set
+    from openledger_pipelines.modeling import MODELS_SCHEMA
+
+    root = Path(lake.root)
+    for name in DEMO_DATANETS:
+        spec = demo_spec(name)
+        model = current_model(read_or_empty(lake, "models", MODELS_SCHEMA, ("datanet", name)))
+        rows = validation_set(spec, root / "specs").head(queries).drop(spec.label.name)
+        model_bytes = (root / str(model["model_path"])).read_bytes()
+        served = serve(spec, model_bytes, str(model["model_id"]), rows, SERVED_AT)
+        write_log(root, name, served)
+
+
+def values_table(lake: Lake) -> Table:
+    """Per Datanet and contributor: Shapley value ± standard error, rank, method."""
+    frame = pl.from_arrow(lake.read("contributor_values")).sort("datanet", "rank")
+    fees = (
+        pl.from_arrow(lake.read("inference_attributions"))
+        .group_by("datanet", "contributor")
+        .agg((pl.col("share_ppb").sum() / 1e9).alias("inference_shares"))
+    )
+    frame = frame.join(fees, on=["datanet", "contributor"], how="left")  # type: ignore[union-attr]
+    grid = Table(
+        "datanet",
+        "rank",
+        "contributor",
+        "value",
+        "± s.e.",
+        "method",
+        "Σ inference shares",
+        title="contributor values",
+    )
+    for r in frame.iter_rows(named=True):
+        grid.add_row(
+            r["datanet"],
+            str(r["rank"]),
+            r["contributor"],
+            f"{r['value']:+.4f}",
+            f"{r['std_error']:.4f}",
+            r["method"],
+            f"{r['inference_shares'] or 0:.2f}",
+        )
+    return grid
+
+
 def run_demo(lake: Lake, console: Console, code_version: str) -> bool:
     """Run the whole current pipeline on the demo data; print what it did and checked."""
     root = Path(lake.root)
@@ -137,9 +186,14 @@ def run_demo(lake: Lake, console: Console, code_version: str) -> bool:
         )
 
     outcome = run_datanets(root, instance, on_done=report)
+    serve_demo_queries(lake)  # then attribute the served inferences
+    outcome |= run_datanets(
+        root, instance, on_done=report, assets=["inferences", "inference_attributions"]
+    )
     console.print(summary_table(lake))
     console.print(quality_table(lake))
     console.print(models_table(lake))
+    console.print(values_table(lake))
     report_ok = verify_lake(lake)
     console.print(
         f"ledger: {report_ok.entries} entries; verify: "

@@ -4,10 +4,12 @@ Thin wrappers: read the inputs from the lake, call `assets.*`, write through
 `write_table` (Delta + ledger), return metadata and check results.
 """
 
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 
-from assets.datanets import DatanetSpec, load_spec
+from assets.datanets import DatanetSpec, SpecError, load_spec
 from assets.ingest import (
     BATCHES_SCHEMA,
     DUPLICATES_SCHEMA,
@@ -60,11 +62,19 @@ def read_or_empty(
     return frame.select(list(schema)).cast(schema)  # type: ignore[union-attr,arg-type]
 
 
-def current_spec(lake: LakeResource, datanet: str) -> DatanetSpec:
-    path = spec_path(lake.root_path(), datanet)
+def current_spec_at(root: Path, datanet: str) -> DatanetSpec:
+    """The published spec of a Datanet (SpecError if there is none)."""
+    path = spec_path(root, datanet)
     if not path.exists():
-        raise dg.Failure(f"Datanet {datanet!r} has no spec at {path}")
+        raise SpecError(f"Datanet {datanet!r} has no spec at {path}")
     return load_spec(path)
+
+
+def current_spec(lake: LakeResource, datanet: str) -> DatanetSpec:
+    try:
+        return current_spec_at(lake.root_path(), datanet)
+    except SpecError as exc:
+        raise dg.Failure(str(exc)) from None
 
 
 @dg.asset(

@@ -43,8 +43,10 @@ def run_datanets(
     datanets: list[str] | None = None,
     on_done: Callable[[str, dg.ExecuteInProcessResult], None] | None = None,
     log_level: str = "WARNING",
+    assets: list[str] | None = None,
 ) -> dict[str, bool]:
-    """Register every spec as a partition and materialize the job for each Datanet."""
+    """Register every spec as a partition and materialize the job for each Datanet
+    (only `assets`, if given)."""
     names = spec_names(lake_root)
     unknown = sorted(set(datanets or []) - set(names))
     if unknown:
@@ -61,6 +63,7 @@ def run_datanets(
             instance=instance,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
         )
         outcome[name] = result.success
         if on_done:

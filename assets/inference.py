@@ -1,0 +1,133 @@
+"""Serving predictions from a Datanet's current model and logging them for attribution.
+
+`openledger infer` validates the query rows like contributions (features only), predicts
+with the model file whose SHA-256 is the current model id, and appends a log file under
+`<lake>/inference_log/<datanet>/`; the `inferences` asset ledgers the logs and
+`inference_attributions` splits each inference among contributors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from assets.datanets import DatanetSpec, SpecError
+from assets.ingest import FileRejected, read_text_columns, validate_rows
+from assets.layout import INFERENCE_LOG, inside
+from assets.training import feature_matrix, load_model, predict
+from ledger.commitment import row_leaf_hashes
+
+INFERENCES_SCHEMA = {
+    "datanet": pl.String,
+    "inference_id": pl.String,
+    "model_id": pl.String,
+    "query_hash": pl.String,
+    "prediction": pl.String,
+    "fee": pl.Int64,
+    "served_at": pl.Datetime("us", "UTC"),
+    "query_json": pl.String,
+}
+
+
+def features_only(spec: DatanetSpec) -> DatanetSpec:
+    """The spec with an optional label: queries carry features only."""
+    return spec.model_copy(update={"label": spec.label.model_copy(update={"nullable": True})})
+
+
+def read_queries(spec: DatanetSpec, path: Path) -> pl.DataFrame:
+    """Query rows of a file, typed by the spec's features; any invalid row is an error."""
+    try:
+        raw, bad_lines = read_text_columns(path, spec.max_file_bytes)
+        if spec.label.name not in raw.columns:
+            raw = raw.with_columns(pl.lit(None, pl.String).alias(spec.label.name))
+        good, bad, _ = validate_rows(raw, features_only(spec))
+    except FileRejected as exc:
+        raise SpecError(f"{path.name}: {exc.reason}: {exc.message}") from None
+    if bad.height or bad_lines.height:
+        message = bad["message"][0] if bad.height else bad_lines["message"][0]
+        raise SpecError(
+            f"{path.name}: {bad.height + bad_lines.height} invalid query rows, "
+            f"e.g. row {bad['row_index'][0] if bad.height else '?'}: {message}"
+        )
+    return good.select([c.name for c in spec.features])
+
+
+def serve(
+    spec: DatanetSpec,
+    model_bytes: bytes,
+    model_id: str,
+    queries: pl.DataFrame,
+    served_at: datetime | None = None,
+) -> pl.DataFrame:
+    """Predictions for the queries, as rows of the `inferences` table."""
+    if hashlib.sha256(model_bytes).hexdigest() != model_id:
+        raise SpecError(f"model file does not hash to model id {model_id}")
+    booster = load_model(model_bytes)
+    output = predict(spec, booster, feature_matrix(spec, queries))
+    if spec.task == "regression":
+        labels = [repr(float(v)) for v in output]
+    else:
+        categories = spec.label.categories or []
+        labels = [str(categories[i]) for i in np.argmax(output, axis=1)]
+    when = served_at or datetime.now(UTC)
+    hashes = row_leaf_hashes(queries).to_pylist() if queries.height else []
+    stamp = when.isoformat()
+    ids = [
+        hashlib.sha256(f"{model_id}|{h}|{stamp}|{i}".encode()).hexdigest()
+        for i, h in enumerate(hashes)
+    ]
+    return pl.DataFrame(
+        {
+            "datanet": [spec.name] * queries.height,
+            "inference_id": ids,
+            "model_id": [model_id] * queries.height,
+            "query_hash": hashes,
+            "prediction": labels,
+            "fee": [spec.rewards.fee_per_inference] * queries.height,
+            "served_at": [when] * queries.height,
+            "query_json": [
+                r for r in queries.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+            ],
+        },
+        schema=INFERENCES_SCHEMA,
+    )
+
+
+def write_log(root: Path, datanet: str, served: pl.DataFrame) -> Path:
+    """Append a log file of served inferences (never rewritten)."""
+    folder = inside(root, INFERENCE_LOG, datanet)
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    served.write_parquet(buffer)
+    data = buffer.getvalue()
+    name = f"{hashlib.sha256(data).hexdigest()[:20]}.parquet"
+    inside(folder, name).write_bytes(data)
+    return folder / name
+
+
+def read_logs(root: Path, datanet: str) -> pl.DataFrame:
+    """Every logged inference of a Datanet, in a stable order."""
+    folder = inside(root, INFERENCE_LOG, datanet)
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return pl.DataFrame(schema=INFERENCES_SCHEMA)
+    frames = [pl.read_parquet(f).cast(INFERENCES_SCHEMA) for f in files]  # type: ignore[arg-type]
+    return pl.concat(frames).unique("inference_id", keep="first").sort("served_at", "inference_id")
+
+
+def queries_of(spec: DatanetSpec, inferences: pl.DataFrame) -> pl.DataFrame:
+    """The logged query features back as a typed frame."""
+    schema = pl.Struct({c.name: c.polars_type() for c in spec.features})
+    return inferences.select(pl.col("query_json").str.json_decode(schema)).unnest("query_json")
+
+
+def current_model(models: pl.DataFrame) -> dict[str, object]:
+    """The newest row of a Datanet's `models` table."""
+    if models.height == 0:
+        raise SpecError("no model yet; run `openledger run` first")
+    return models.sort("training_ledger_seq").row(-1, named=True)

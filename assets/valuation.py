@@ -1,0 +1,280 @@
+"""Contributor Shapley values: utility, sampler, stopping rule and result (docs/attribution.md).
+
+In the spirit of pyDVL, the pieces are separate objects:
+
+- a **utility** maps a coalition of players (a bitmask over contributors) to a number; the
+  Datanet utility is the spec's bounded metric, on the fixed validation set, of a LightGBM
+  model with fixed parameters trained on the coalition's accepted rows (`DatanetUtility`).
+  Any callable `int -> float` works, which is how the tests use games with known values;
+- an **estimator**: `exact_shapley` enumerates all 2^G coalitions; `permutation_shapley`
+  samples antithetic permutation pairs with truncation;
+- a **stopping rule** (`StoppingRule`): every player's confidence half-width below a target,
+  or a budget of utility evaluations;
+- a **result** (`ValuationResult`) with values, standard errors and counts per player.
+
+Determinism: permutations come from a seeded generator in fixed-size batches, the stopping
+rule is checked only between batches, and each utility is deterministic, so the result is
+the same whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+
+from assets.datanets import DatanetSpec
+from assets.training import bounded_metric, lgb_params, n_classes, predict
+
+Utility = Callable[[int], float]
+
+
+# --- the Datanet utility ---------------------------------------------------------------------
+
+
+class DatanetUtility:
+    """U(S) = bounded metric on the validation set of LightGBM trained on S's rows.
+
+    The full training matrix is binned once (`lgb.Dataset.construct`); a coalition trains
+    on `subset` of it, so bins are shared by every fit. Values are cached by coalition.
+    U(∅) and single-class coalitions use a constant predictor: uniform class probabilities
+    for ∅ (the metric of knowing nothing), the one class seen otherwise (regression: the
+    mean target, or 0 for ∅).
+    """
+
+    def __init__(
+        self,
+        spec: DatanetSpec,
+        x: np.ndarray,
+        y: np.ndarray,
+        player_of_row: np.ndarray,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        num_boost_round: int,
+    ) -> None:
+        self.spec, self.y, self.x_val, self.y_val = spec, y, x_val, y_val
+        self.num_boost_round = num_boost_round
+        self.player_of_row = player_of_row
+        self.n_players = int(player_of_row.max()) + 1 if player_of_row.size else 0
+        self.rows_of = [np.flatnonzero(player_of_row == p) for p in range(self.n_players)]
+        self.params = {**lgb_params(spec), "max_bin": 255}  # the same for binning and fits
+        self.full = lgb.Dataset(x, label=y, params=self.params, free_raw_data=False).construct()
+        self.cache: dict[int, float] = {}
+        self.fits = 0
+
+    def _constant(self, mask: int) -> float:
+        n = len(self.y_val)
+        if self.spec.task == "regression":
+            rows = self._rows(mask)
+            mean = float(self.y[rows].mean()) if rows.size else 0.0
+            return bounded_metric(self.spec, self.y_val, np.full(n, mean))
+        k = n_classes(self.spec)
+        if mask == 0:
+            return bounded_metric(self.spec, self.y_val, np.full((n, k), 1.0 / k))
+        only = int(self.y[self._rows(mask)][0])
+        return bounded_metric(self.spec, self.y_val, np.eye(k)[np.full(n, only)])
+
+    def _rows(self, mask: int) -> np.ndarray:
+        parts = [self.rows_of[p] for p in range(self.n_players) if mask >> p & 1]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+    def __call__(self, mask: int) -> float:
+        if mask in self.cache:
+            return self.cache[mask]
+        rows = self._rows(mask)
+        if rows.size == 0 or (self.spec.task != "regression" and np.unique(self.y[rows]).size < 2):
+            value = self._constant(mask)
+        else:
+            booster = lgb.train(
+                self.params, self.full.subset(rows.tolist()), num_boost_round=self.num_boost_round
+            )
+            value = bounded_metric(self.spec, self.y_val, predict(self.spec, booster, self.x_val))
+            self.fits += 1
+        self.cache[mask] = value
+        return value
+
+
+# --- results and stopping --------------------------------------------------------------------
+
+
+@dataclass
+class ValuationResult:
+    players: list[str]
+    values: np.ndarray
+    std_errors: np.ndarray
+    counts: np.ndarray  # marginal contributions evaluated per player
+    method: str
+    utility_evaluations: int
+    converged: bool
+    total_utility: float  # U(all) - U(∅): what the values should add up to
+    notes: dict[str, float] = field(default_factory=dict)
+
+    def efficiency_gap(self) -> float:
+        return float(self.values.sum() - self.total_utility)
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """Stop when every player's z·SE ≤ half_width, or after max_evaluations utilities."""
+
+    half_width: float = 0.01
+    z: float = 1.96
+    max_evaluations: int = 2000
+    min_pairs: int = 4
+
+    def done(self, std_errors: np.ndarray, pairs: int, evaluations: int) -> tuple[bool, bool]:
+        """(stop, converged)."""
+        converged = pairs >= self.min_pairs and bool(np.all(self.z * std_errors <= self.half_width))
+        return converged or evaluations >= self.max_evaluations, converged
+
+
+# --- exact -----------------------------------------------------------------------------------
+
+
+def exact_shapley(utility: Utility, players: Sequence[str]) -> ValuationResult:
+    """All 2^G coalitions; φ_i = Σ_S |S|!(G-|S|-1)!/G! (U(S∪i) - U(S))."""
+    g = len(players)
+    if g > 20:
+        raise ValueError(f"exact Shapley over {g} players would need 2^{g} utilities")
+    values_of = np.array([utility(mask) for mask in range(1 << g)])
+    sizes = np.array([bin(mask).count("1") for mask in range(1 << g)])
+    weight = np.array(
+        [
+            math.factorial(s) * math.factorial(g - s - 1) / math.factorial(g) if s < g else 0.0
+            for s in range(g + 1)
+        ]
+    )
+    phi = np.zeros(g)
+    masks = np.arange(1 << g)
+    for i in range(g):
+        without = masks[(masks >> i & 1) == 0]
+        phi[i] = float(
+            np.sum(weight[sizes[without]] * (values_of[without | (1 << i)] - values_of[without]))
+        )
+    return ValuationResult(
+        list(players),
+        phi,
+        np.zeros(g),
+        np.full(g, 1 << (g - 1)),
+        "exact",
+        1 << g,
+        True,
+        float(values_of[-1] - values_of[0]),
+    )
+
+
+# --- Monte Carlo permutations ---------------------------------------------------------------
+
+
+def _scan(
+    utility: Utility, permutation: np.ndarray, u_all: float, u_empty: float, tolerance: float
+) -> tuple[np.ndarray, int]:
+    """Marginal contributions along one permutation, truncated once the prefix is within
+    `tolerance`·|U(all) − U(∅)| of U(all) (the rest are taken as 0, Ghorbani & Zou 2019)."""
+    marginal = np.zeros(len(permutation))
+    mask, previous, evaluated = 0, u_empty, 0
+    scale = abs(u_all - u_empty)
+    for player in permutation:
+        if abs(u_all - previous) <= tolerance * scale:
+            break
+        mask |= 1 << int(player)
+        current = utility(mask)
+        evaluated += 1
+        marginal[player] = current - previous
+        previous = current
+    return marginal, evaluated
+
+
+_WORKER_UTILITY: Utility | None = None
+
+
+def _init_worker(factory: Callable[[], Utility]) -> None:
+    global _WORKER_UTILITY
+    _WORKER_UTILITY = factory()
+
+
+def _scan_in_worker(args: tuple[np.ndarray, float, float, float]) -> tuple[np.ndarray, int]:
+    assert _WORKER_UTILITY is not None
+    return _scan(_WORKER_UTILITY, *args)
+
+
+def permutation_shapley(
+    utility: Utility,
+    players: Sequence[str],
+    stopping: StoppingRule,
+    *,
+    seed: int = 0,
+    truncation: float = 0.0,
+    pairs_per_batch: int = 8,
+    workers: int = 1,
+    utility_factory: Callable[[], Utility] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> ValuationResult:
+    """Antithetic truncated Monte Carlo permutation sampling.
+
+    Each sample is a pair (π, reversed π); a player's estimate averages, over pairs, the
+    mean of its two marginal contributions, and its standard error is the standard
+    deviation of those pair means over √pairs. With `workers > 1`, permutations are scanned
+    in worker processes that each build their own utility with `utility_factory`.
+    """
+    g = len(players)
+    rng = np.random.default_rng(seed)
+    u_all, u_empty = utility((1 << g) - 1), utility(0)
+    evaluations = 2
+    sums, squares = np.zeros(g), np.zeros(g)
+    counts = np.zeros(g, dtype=np.int64)
+    pairs = 0
+    pool = None
+    if workers > 1:
+        if utility_factory is None:
+            raise ValueError("workers > 1 needs a utility_factory to build utilities in workers")
+        pool = ProcessPoolExecutor(  # spawn: LightGBM's OpenMP state must not be forked
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(utility_factory,),
+        )
+    try:
+        while True:
+            perms = [rng.permutation(g) for _ in range(pairs_per_batch)]
+            jobs = [(p, u_all, u_empty, truncation) for q in perms for p in (q, q[::-1].copy())]
+            scanned = (
+                list(pool.map(_scan_in_worker, jobs))
+                if pool is not None
+                else [_scan(utility, *job) for job in jobs]
+            )
+            for k in range(0, len(scanned), 2):
+                (first, n1), (second, n2) = scanned[k], scanned[k + 1]
+                pair_mean = (first + second) / 2
+                sums += pair_mean
+                squares += pair_mean**2
+                counts += 2
+                evaluations += n1 + n2
+                pairs += 1
+            mean = sums / pairs
+            variance = np.maximum(squares / pairs - mean**2, 0.0) * pairs / max(pairs - 1, 1)
+            std_errors = np.sqrt(variance / pairs)
+            stop, converged = stopping.done(std_errors, pairs, evaluations)
+            if progress:
+                progress(pairs, evaluations, float(np.max(stopping.z * std_errors)))
+            if stop:
+                break
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return ValuationResult(
+        list(players),
+        mean,
+        std_errors,
+        counts,
+        "tmc_antithetic",
+        evaluations,
+        converged,
+        u_all - u_empty,
+        {"pairs": pairs, "truncation": truncation},
+    )

@@ -1,0 +1,237 @@
+"""Stage 3 assets: contributor Shapley values, point values and per-inference attribution."""
+
+import dagster as dg
+import polars as pl
+
+from assets.attribution import inference_shares as shares_of
+from assets.attribution import (
+    point_values,
+    value_contributors,
+    values_table,
+)
+from assets.inference import queries_of, read_logs
+from assets.quality import CONTRIBUTOR_QUALITY_SCHEMA
+from assets.training import label_vector
+from ledger.lake import Lake
+from openledger_pipelines.ingestion import contributions_table, current_spec, read_or_empty
+from openledger_pipelines.ledgered import ledger_check, materialization, write_table
+from openledger_pipelines.modeling import training_table, validation_table
+from openledger_pipelines.partitions import datanet_partitions
+from openledger_pipelines.resources import LakeResource
+
+INFERENCE_ATTRIBUTIONS_SCHEMA = {
+    "datanet": pl.String,
+    "inference_id": pl.String,
+    "model_id": pl.String,
+    "contributor": pl.String,
+    "share_ppb": pl.Int64,
+    "share": pl.Float64,
+}
+
+
+def valued_rows(store: Lake, datanet: str) -> tuple[pl.DataFrame, str]:
+    """The rows being valued: every contribution accepted at ingestion (exact duplicates
+    and invalid rows are already out), with the root of the committed version read.
+
+    Quality-rejected rows are valued too, so harm done by flipped labels or noise shows as
+    low or negative value; quality then weighs rewards separately.
+    """
+    name = contributions_table(datanet)
+    entry = [e for e in store.ledger.entries() if e.table_uri == store.table_uri(name)][-1]
+    rows = pl.from_arrow(store.read(name, entry.delta_version))
+    return rows, entry.data_root  # type: ignore[return-value]
+
+
+@dg.asset(
+    partitions_def=datanet_partitions,
+    pool="ledger",
+    group_name="attribution",
+    kinds={"delta", "lightgbm"},
+    deps=["training_rows", "validation", "contributor_quality"],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "efficiency",
+            asset="contributor_values",
+            description="Values sum to U(all) - U(∅) within their stated error.",
+        ),
+        dg.AssetCheckSpec("ledger_matches", asset="contributor_values", blocking=True),
+    ],
+)
+def contributor_values(context: dg.AssetExecutionContext, lake: LakeResource):
+    """Shapley value of every contributor (exact for few contributors, else antithetic
+    truncated Monte Carlo with a stopping rule), with standard errors and counts."""
+    datanet = context.partition_key
+    spec = current_spec(lake, datanet)
+    store = lake.open()
+    rows, root = valued_rows(store, datanet)
+    validation = pl.from_arrow(store.read(validation_table(datanet)))
+    everyone = read_or_empty(
+        store, "contributor_quality", CONTRIBUTOR_QUALITY_SCHEMA, ("datanet", datanet)
+    )["contributor"].to_list()
+
+    def progress(pairs: int, evaluations: int, half_width: float) -> None:
+        context.log.info(
+            f"{datanet}: {pairs} permutation pairs, {evaluations} utilities, "
+            f"widest half-width {half_width:.4f}"
+        )
+
+    result = value_contributors(spec, rows, validation, progress)  # type: ignore[arg-type]
+    table = values_table(spec, result, everyone, root)
+    committed = write_table(
+        context,
+        store,
+        "contributor_values",
+        table,
+        asset_key="contributor_values",
+        partition_column="datanet",
+        key=["contributor"],
+    )
+    gap = result.efficiency_gap()
+    allowed = spec.valuation.z * float((result.std_errors**2).sum() ** 0.5) + 1e-9
+    yield materialization(
+        committed,
+        extra={
+            "method": result.method,
+            "utility_evaluations": result.utility_evaluations,
+            "model_fits": int(result.notes.get("fits", 0)),
+            "total_utility": result.total_utility,
+            "efficiency_gap": gap,
+            "converged": result.converged,
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key="contributor_values",
+        check_name="efficiency",
+        passed=abs(gap) <= allowed,
+        metadata={
+            "sum_of_values": float(result.values.sum()),
+            "u_all_minus_u_empty": result.total_utility,
+            "allowed": allowed,
+        },
+    )
+    yield ledger_check(store, committed, "contributor_values")
+
+
+@dg.asset(
+    name="point_values",
+    partitions_def=datanet_partitions,
+    pool="ledger",
+    group_name="attribution",
+    kinds={"delta"},
+    deps=["training_rows", "validation"],
+    check_specs=[dg.AssetCheckSpec("ledger_matches", asset="point_values", blocking=True)],
+)
+def point_values_asset(context: dg.AssetExecutionContext, lake: LakeResource):
+    """Exact KNN-Shapley value of every training row (flags the lowest-value rows)."""
+    datanet = context.partition_key
+    spec = current_spec(lake, datanet)
+    store = lake.open()
+    rows, _ = valued_rows(store, datanet)
+    validation = pl.from_arrow(store.read(validation_table(datanet)))
+    table = point_values(spec, rows, validation)  # type: ignore[arg-type]
+    committed = write_table(
+        context,
+        store,
+        "point_values",
+        table,
+        asset_key="point_values",
+        partition_column="datanet",
+        key=["row_hash"],
+    )
+    flagged = int(table["low_value_flag"].sum())
+    yield materialization(committed, "point_values", {"low_value_rows": flagged})
+    yield ledger_check(store, committed, "point_values")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "inferences",
+            deps=["models"],
+            group_name="attribution",
+            kinds={"delta"},
+            description="Served predictions: model, query hash, prediction, fee.",
+        ),
+        dg.AssetSpec(
+            "inference_attributions",
+            deps=["inferences", "training_rows"],
+            group_name="attribution",
+            kinds={"delta"},
+            description="Each inference's contributor shares (sum to 1 exactly).",
+        ),
+    ],
+    partitions_def=datanet_partitions,
+    pool="ledger",
+    check_specs=[
+        dg.AssetCheckSpec("shares_sum_to_one", asset="inference_attributions", blocking=True),
+        dg.AssetCheckSpec("ledger_matches", asset="inferences", blocking=True),
+        dg.AssetCheckSpec("ledger_matches", asset="inference_attributions", blocking=True),
+    ],
+)
+def inferences(context: dg.AssetExecutionContext, lake: LakeResource):
+    """Ledger the logged inferences and attribute each one to contributors."""
+    datanet = context.partition_key
+    spec = current_spec(lake, datanet)
+    store = lake.open()
+    served = read_logs(lake.root_path(), datanet)
+    logged = write_table(
+        context,
+        store,
+        "inferences",
+        served,
+        asset_key="inferences",
+        partition_column="datanet",
+        key=["inference_id"],
+    )
+    attributions = []
+    for model_id, group in served.group_by("model_id", maintain_order=True):
+        rows = model_training_rows(store, datanet, str(model_id[0]))
+        predicted = label_vector(spec, group.select(pl.col("prediction").alias(spec.label.name)))
+        queries = queries_of(spec, group)
+        for inference_id, parts in zip(
+            group["inference_id"], shares_of(spec, rows, queries, predicted), strict=True
+        ):
+            attributions += [
+                {
+                    "datanet": datanet,
+                    "inference_id": inference_id,
+                    "model_id": str(model_id[0]),
+                    "contributor": c,
+                    "share_ppb": p,
+                    "share": p / 1e9,
+                }
+                for c, p in parts.items()
+            ]
+    table = pl.DataFrame(attributions, schema=INFERENCE_ATTRIBUTIONS_SCHEMA)
+    attributed = write_table(
+        context,
+        store,
+        "inference_attributions",
+        table,
+        asset_key="inference_attributions",
+        partition_column="datanet",
+        key=["inference_id", "contributor"],
+    )
+    totals = table.group_by("inference_id").agg(pl.col("share_ppb").sum())
+    bad = totals.filter(pl.col("share_ppb") != 1_000_000_000).height
+    missing = served.height - totals.height
+    yield materialization(logged, "inferences", {"fees": int(served["fee"].sum() or 0)})
+    yield materialization(attributed, "inference_attributions")
+    yield dg.AssetCheckResult(
+        asset_key="inference_attributions",
+        check_name="shares_sum_to_one",
+        passed=bad == 0 and missing == 0,
+        metadata={"inferences": served.height, "not_summing_to_one": bad, "missing": missing},
+    )
+    yield ledger_check(store, logged, "inferences")
+    yield ledger_check(store, attributed, "inference_attributions")
+
+
+def model_training_rows(store: Lake, datanet: str, model_id: str) -> pl.DataFrame:
+    """The training rows a model was trained on, read at the version its ledger entry names."""
+    models = pl.from_arrow(store.read("models", partition=("datanet", datanet)))
+    match = models.filter(pl.col("model_id") == model_id)  # type: ignore[union-attr]
+    if match.height == 0:
+        raise dg.Failure(f"inference logged for unknown model {model_id}")
+    entry = store.ledger.entries()[int(match["training_ledger_seq"][0])]
+    return pl.from_arrow(store.read(training_table(datanet), entry.delta_version))
