@@ -180,7 +180,7 @@ def _scan(
     mask, previous, evaluated = 0, u_empty, 0
     scale = abs(u_all - u_empty)
     for player in permutation:
-        if abs(u_all - previous) <= tolerance * scale:
+        if tolerance > 0 and abs(u_all - previous) <= tolerance * scale:
             break
         mask |= 1 << int(player)
         current = utility(mask)

@@ -26,6 +26,10 @@ EXPECTED_GRAPH = {
     "training_rows": {"quality", "contributions"},
     "models": {"training_rows", "validation"},
     "feature_attribution": {"models"},
+    "contributor_values": {"contributions", "validation", "contributor_quality"},
+    "point_values": {"contributions", "validation"},
+    "inferences": {"models"},
+    "inference_attributions": {"inferences", "training_rows"},
 }
 
 
@@ -93,8 +97,13 @@ def test_asset_checks_pass_on_the_demo(materialized: tuple[Path, dg.DagsterInsta
     _, instance = materialized
     checks = defs.resolve_asset_graph().asset_check_keys
     assert {c.name for c in checks} == {
-        "schema_conforms", "counts_reconcile", "ledger_matches", "accepted_share_floor",
+        "schema_conforms",
+        "counts_reconcile",
+        "ledger_matches",
+        "accepted_share_floor",
         "no_contributor_lost",
+        "efficiency",
+        "shares_sum_to_one",
     }
     for check in checks:
         record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])

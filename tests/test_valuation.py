@@ -1,0 +1,261 @@
+"""Shapley estimators against known games, KNN-Shapley against brute force, and the
+planted behaviours of the demo ranked as they should be."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from functools import partial
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from assets.allocation import split_integer
+from assets.attribution import SHARES_PPB, build_utility
+from assets.demo_data import DEMO_DATANETS, demo_spec
+from assets.knn_shapley import knn_shapley
+from assets.validation import validation_set
+from assets.valuation import StoppingRule, exact_shapley, permutation_shapley
+from ledger.lake import Lake
+from openledger_pipelines.demo import prepare_demo, serve_demo_queries
+from openledger_pipelines.runner import run_datanets
+
+# --- games with known Shapley values ----------------------------------------------------------
+
+
+def additive(weights: list[float], mask: int) -> float:
+    return float(sum(w for i, w in enumerate(weights) if mask >> i & 1))
+
+
+def symmetric(n: int, mask: int) -> float:
+    return bin(mask).count("1") ** 2 / n**2
+
+
+def table_game(values: np.ndarray, mask: int) -> float:
+    return float(values[mask])
+
+
+def brute_force_shapley(utility, n: int) -> np.ndarray:
+    """The permutation definition, over all n! orders."""
+    phi = np.zeros(n)
+    for order in itertools.permutations(range(n)):
+        mask = 0
+        for player in order:
+            phi[player] += utility(mask | 1 << player) - utility(mask)
+            mask |= 1 << player
+    return phi / math.factorial(n)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(-1, 1), min_size=1, max_size=8))
+def test_exact_equals_the_weights_of_an_additive_game(weights: list[float]) -> None:
+    result = exact_shapley(partial(additive, weights), [f"p{i}" for i in range(len(weights))])
+    assert np.allclose(result.values, weights, atol=1e-12)
+    assert result.efficiency_gap() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_exact_splits_a_symmetric_game_equally(n: int) -> None:
+    result = exact_shapley(partial(symmetric, n), [f"p{i}" for i in range(n)])
+    assert np.allclose(result.values, 1.0 / n)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_exact_equals_the_permutation_definition_on_random_games(seed: int) -> None:
+    n = 5
+    values = np.random.default_rng(seed).normal(size=1 << n)
+    game = partial(table_game, values)
+    exact = exact_shapley(game, [str(i) for i in range(n)]).values
+    assert np.allclose(exact, brute_force_shapley(game, n), atol=1e-12)
+
+
+def test_monte_carlo_intervals_cover_the_exact_values_at_the_stated_rate() -> None:
+    """Over 40 seeds and 6 players of a random game, z·SE intervals (z = 1.96) must cover
+    the exact value about 95 % of the time; allow for the estimated SE: at least 85 %."""
+    n = 6
+    values = np.random.default_rng(123).normal(size=1 << n)
+    values[0] = 0.0
+    game = partial(table_game, values)
+    exact = exact_shapley(game, [str(i) for i in range(n)]).values
+    rule = StoppingRule(half_width=0.15, z=1.96, max_evaluations=100_000, min_pairs=20)
+    covered = trials = 0
+    for seed in range(40):
+        result = permutation_shapley(
+            game, [str(i) for i in range(n)], rule, seed=seed, pairs_per_batch=4
+        )
+        assert result.converged
+        assert np.all(1.96 * result.std_errors <= 0.15 + 1e-12)
+        covered += int(np.sum(np.abs(result.values - exact) <= 1.96 * result.std_errors))
+        trials += n
+        # untruncated permutations are efficient exactly: every order sums to U(N) - U(∅)
+        assert result.values.sum() == pytest.approx(values[-1] - values[0], abs=1e-9)
+    assert covered / trials >= 0.85, covered / trials
+
+
+def test_monte_carlo_is_exact_on_a_symmetric_game_with_antithetic_pairs() -> None:
+    n = 7
+    result = permutation_shapley(
+        partial(symmetric, n),
+        [str(i) for i in range(n)],
+        StoppingRule(half_width=1e-6, max_evaluations=10_000),
+        seed=3,
+    )
+    assert result.converged and np.allclose(result.values, 1 / n)
+
+
+def test_budget_stops_an_unconverged_run_and_says_so() -> None:
+    values = np.random.default_rng(0).normal(size=1 << 8)
+    result = permutation_shapley(
+        partial(table_game, values),
+        [str(i) for i in range(8)],
+        StoppingRule(half_width=1e-6, max_evaluations=200),
+        seed=0,
+    )
+    assert not result.converged
+    assert result.utility_evaluations >= 200
+    assert np.all(result.counts > 0)
+
+
+def test_truncation_saves_evaluations_on_a_saturating_game() -> None:
+    n = 10
+    game = partial(lambda n, m: min(1.0, bin(m).count("1") / 3), n)
+    rule = StoppingRule(half_width=1e-9, max_evaluations=400)
+    full = permutation_shapley(game, [str(i) for i in range(n)], rule, seed=1)
+    cut = permutation_shapley(game, [str(i) for i in range(n)], rule, seed=1, truncation=0.01)
+    assert cut.notes["pairs"] > full.notes["pairs"]  # more permutations for the same budget
+
+
+# --- KNN-Shapley -------------------------------------------------------------------------------
+
+
+def knn_utility(x, y, x_test, y_test, k, subset) -> float:
+    if not subset:
+        return 0.0
+    total = 0.0
+    for t in range(len(x_test)):
+        d = np.sum((x[list(subset)] - x_test[t]) ** 2, axis=1)
+        order = np.argsort(d, kind="stable")[:k]
+        total += sum(y[list(subset)[i]] == y_test[t] for i in order) / k
+    return total / len(x_test)
+
+
+@pytest.mark.parametrize(("n", "k"), [(4, 1), (5, 2), (6, 3), (7, 10), (8, 4)])
+def test_knn_shapley_equals_brute_force_enumeration(n: int, k: int) -> None:
+    rng = np.random.default_rng(n * 10 + k)
+    x, y = rng.normal(size=(n, 3)), rng.integers(0, 2, n)
+    x_test, y_test = rng.normal(size=(3, 3)), rng.integers(0, 2, 3)
+    utility = partial(knn_utility, x, y, x_test, y_test, k)
+    brute = np.zeros(n)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        for size in range(n):
+            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for subset in itertools.combinations(others, size):
+                brute[i] += weight * (utility([*subset, i]) - utility(list(subset)))
+    assert np.max(np.abs(knn_shapley(x, y, x_test, y_test, k) - brute)) < 1e-12
+
+
+def test_knn_shapley_does_not_depend_on_the_chunk_size() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, 4)), rng.integers(0, 3, 300)
+    xt, yt = rng.normal(size=(50, 4)), rng.integers(0, 3, 50)
+    reference = knn_shapley(x, y, xt, yt, k=5, chunk=50)
+    for chunk in (1, 7, 64):
+        assert np.allclose(knn_shapley(x, y, xt, yt, k=5, chunk=chunk), reference, atol=1e-15)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10**12), st.lists(st.floats(0, 1e6), min_size=1, max_size=30))
+def test_split_integer_sums_exactly(total: int, weights: list[float]) -> None:
+    if sum(weights) == 0:
+        with pytest.raises(ValueError):
+            split_integer(total, weights)
+        return
+    parts = split_integer(total, weights)
+    assert sum(parts) == total and all(p >= 0 for p in parts)
+    assert parts == split_integer(total, weights)
+
+
+# --- the demo --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    root = tmp_path_factory.mktemp("values") / "lake"
+    prepare_demo(root)
+    instance = dg.DagsterInstance.ephemeral()
+    assert all(run_datanets(root, instance).values())
+    lake = Lake(root)
+    serve_demo_queries(lake, queries=5)
+    assert all(
+        run_datanets(root, instance, assets=["inferences", "inference_attributions"]).values()
+    )
+    return lake
+
+
+@pytest.mark.parametrize("datanet", DEMO_DATANETS)
+def test_planted_behaviours_rank_as_expected(demo: Lake, datanet: str) -> None:
+    values = pl.from_arrow(demo.read("contributor_values", partition=("datanet", datanet)))
+    value = dict(zip(values["contributor"], values["value"], strict=True))
+    ranked = values.sort("rank")["contributor"].to_list()
+    assert ranked[-1] == "dave"  # flipped labels: the lowest value
+    honest = [value[c] for c in ("alice", "bob", "carol")]
+    planted = [value[c] for c in ("dave", "erin", "frank", "gina")]
+    assert min(honest) > max(planted)  # honest contributors above every planted behaviour
+    assert min(value["alice"], value["bob"]) > value["carol"]  # larger honest sets worth more
+    assert value["frank"] < 0.5 * min(honest)  # junk earns little
+    total = float(values["value"].sum())
+    utility = build_utility(
+        demo_spec(datanet),
+        pl.from_arrow(demo.read(f"contributions_{datanet}")),
+        validation_set(demo_spec(datanet), Path(demo.root) / "specs"),
+        sorted(value),
+    )
+    assert total == pytest.approx(utility((1 << len(value)) - 1) - utility(0), abs=1e-9)
+
+
+def test_values_are_identical_whatever_the_number_of_workers(demo: Lake) -> None:
+    spec = demo_spec("wine")
+    rows = pl.from_arrow(demo.read("contributions_wine"))
+    valid = validation_set(spec, Path(demo.root) / "specs")
+    players = sorted(set(rows["contributor"]))
+    factory = partial(build_utility, spec, rows, valid, players)
+    rule = StoppingRule(half_width=1e-6, max_evaluations=60)
+    one = permutation_shapley(factory(), players, rule, seed=5, truncation=0.01, pairs_per_batch=2)
+    two = permutation_shapley(
+        factory(),
+        players,
+        rule,
+        seed=5,
+        truncation=0.01,
+        pairs_per_batch=2,
+        workers=2,
+        utility_factory=factory,
+    )
+    assert np.array_equal(one.values, two.values)
+    assert np.array_equal(one.std_errors, two.std_errors)
+    assert one.utility_evaluations == two.utility_evaluations
+
+
+def test_point_values_flag_the_flipped_rows(demo: Lake) -> None:
+    points = pl.from_arrow(demo.read("point_values", partition=("datanet", "breast_cancer")))
+    mean = points.group_by("contributor").agg(pl.col("value").mean()).sort("value")
+    assert mean["contributor"][0] == "dave"
+    rows = pl.from_arrow(demo.read("contributions_breast_cancer"))
+    assert sorted(points["row_hash"]) == sorted(rows["row_hash"])
+    assert points.filter(pl.col("low_value_flag"))["contributor"].to_list().count("dave") > 0
+
+
+def test_every_inference_is_split_exactly(demo: Lake) -> None:
+    inferences = pl.from_arrow(demo.read("inferences"))
+    shares = pl.from_arrow(demo.read("inference_attributions"))
+    assert inferences.height == 2 * 5
+    totals = shares.group_by("inference_id").agg(pl.col("share_ppb").sum())
+    assert sorted(totals["inference_id"]) == sorted(inferences["inference_id"])
+    assert set(totals["share_ppb"]) == {SHARES_PPB}
+    assert (shares["share_ppb"] > 0).all()
