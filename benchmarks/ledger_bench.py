@@ -7,23 +7,33 @@ What is measured, on a deterministic (seeded numpy) 5-column table built in memo
 (int64 key `id` in shuffled order, float64, ~40-byte string, timestamp[us, UTC], bool):
 
 * ours, end to end: `ledger.commitment.commit_table(table, key=["id"])` (canonical sort,
-  encode, leaf hashes, tree root) on both cores (default) and on one core (a child process
-  with POLARS_MAX_THREADS / OMP / OPENBLAS / MKL / RAYON = 1, pinned with `taskset -c 0`);
-* the stage split: `ledger.commitment.sorted_table`, `ledger.encoding.leaf_messages`,
-  `ledger.hashing.sha256_binary`, `ledger.hashing.TreeBuilder`, batch by batch as
-  `commit_table` does;
+  then blocks of 2^17 rows gathered, encoded, hashed and folded in a thread pool of
+  `ledger.hashing.hash_threads()` threads) on both cores (default) and on one core (a child
+  process with OPENLEDGER_HASH_THREADS / NUMBA / OMP / OPENBLAS / MKL / RAYON / NUMEXPR = 1,
+  pinned with `taskset -c 0`);
+* the stage split, on one core and one block after another, as `commit_table` does it:
+  `ledger.commitment.canonical_order`, then per block `Table.take`,
+  `ledger.encoding.leaf_messages`, `ledger.hashing.sha256_binary(threads=1)` and
+  `ledger.hashing.perfect_subtrees` folded by `ledger.hashing.TreeBuilder.add_subtree`;
 * the tree's own memory: `TreeBuilder` fed with synthetic leaf hashes batch by batch;
 * merkletools 1.0.3 over the same rows' canonical bytes (`ledger.encoding.encode_rows`),
   timing leaf hashing + make_tree only;
 * floors, over the same canonical bytes: one hashlib.sha256 pass over their concatenation,
   a per-row hashlib leaf-hash loop, and a naive pure-Python RFC 9162 tree;
 * a ledgered write into a temporary `ledger.lake.Lake` and `ledger.verify.verify_entry_data`
-  of the resulting entry; a bare `deltalake.write_deltalake` of the table for context.
+  of the resulting entry; a bare `deltalake.write_deltalake` of the table for context;
+* once per run, numba's compile cost: a child with an empty NUMBA_CACHE_DIR (cold compile)
+  and a child with the on-disk cache under ledger/__pycache__ (cache load) each time the
+  first `commit_table` of WARM_ROWS rows and the two calls after it.
 
 Every measured variant runs in its own child process (this file with `--worker`). The child
-builds the table, warms up, resets the kernel's peak-RSS mark (/proc/self/clear_refs = 5)
-and reads `resource.getrusage(RUSAGE_SELF).ru_maxrss` (and VmHWM) after the step: Arrow
-and numpy allocate natively, so RSS is the honest measure of the step's extra peak memory.
+first warms up: one `commit_table` of WARM_ROWS rows (more than one 2^17 block, so every
+numba kernel signature that the step uses is compiled or loaded from the cache), and the
+child records that no numba dispatcher of the `ledger` package gained a signature during
+the timed step. It then builds the table, releases freed memory back to the OS, resets the
+kernel's peak-RSS mark (/proc/self/clear_refs = 5) and reads
+`resource.getrusage(RUSAGE_SELF).ru_maxrss` (and VmHWM) after the step: Arrow and numpy
+allocate natively, so RSS is the honest measure of the step's extra peak memory.
 
 Before anything else the run checks that ours gives the same root as the naive tree (itself
 checked against the recursive RFC 9162 definition), and every naive-tree run re-checks it at
@@ -36,6 +46,10 @@ Only public functions of the `ledger` package are used, so internals can change 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import gc
 import hashlib
 import json
 import os
@@ -46,6 +60,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -56,14 +71,20 @@ if str(ROOT) not in sys.path:
 
 KEY = ["id"]
 BATCH = 1 << 17  # rows per batch in the stage split (what ledger.commitment uses)
+# Warm-up size: more than two 2^17-row blocks plus a partial one, so every kernel signature
+# (and the partial-block path) is compiled, or loaded from numba's cache, before timing.
+WARM_ROWS = 300_000
 THREAD_VARS = (
-    "POLARS_MAX_THREADS",
+    "OPENLEDGER_HASH_THREADS",
+    "NUMBA_NUM_THREADS",
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
     "RAYON_NUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
+# Variants run on one core (taskset -c 0, every thread variable = 1).
+SINGLE_CORE = ("ours_1core", "stages")
 # Pure-Python baselines that may be skipped at large sizes when they would take too long.
 SLOW_BASELINES = ("merkletools", "floor_leaf_loop", "naive_tree")
 VARIANTS = (
@@ -81,7 +102,7 @@ VARIANTS = (
 LABELS = {
     "ours": "ours, commit_table end to end, 2 cores",
     "ours_1core": "ours, commit_table end to end, 1 core",
-    "stages": "ours, stage split (2 cores)",
+    "stages": "ours, stage split (1 core, serial)",
     "tree_stream": "TreeBuilder alone, synthetic leaf hashes",
     "merkletools": "merkletools 1.0.3 (leaf hash + make_tree)",
     "floor_sha256_concat": "floor: one sha256 over all canonical bytes",
@@ -214,7 +235,65 @@ class PeakMemory:
 def _ledger_sources() -> dict[str, str]:
     return {
         name: hashlib.sha256((ROOT / "ledger" / name).read_bytes()).hexdigest()[:12]
-        for name in ("hashing.py", "encoding.py", "commitment.py", "lake.py", "verify.py")
+        for name in (
+            "hashing.py",
+            "sha256_simd.py",
+            "encoding.py",
+            "commitment.py",
+            "lake.py",
+            "verify.py",
+        )
+    }
+
+
+def _release_memory() -> None:
+    """Give freed memory back to the OS, so that a step cannot reuse memory kept by the
+    allocators (after the warm-up, say) without it showing in its RSS."""
+    gc.collect()
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except Exception:  # pragma: no cover - best effort
+        pass
+    libc = ctypes.util.find_library("c")
+    if libc:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+            ctypes.CDLL(libc).malloc_trim(0)
+
+
+def _numba_signatures() -> dict[str, int]:
+    """Compiled signatures of every numba dispatcher in the loaded `ledger` modules."""
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:  # pragma: no cover - numba not installed
+        return {}
+    out = {}
+    for name, module in list(sys.modules.items()):
+        if name.startswith("ledger.") and module is not None:
+            for attr, value in vars(module).items():
+                if isinstance(value, Dispatcher):
+                    out[f"{name}.{attr}"] = len(value.signatures)
+    return out
+
+
+def _new_signatures(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
+
+
+def warm_up(seed: int) -> dict:
+    """One commit_table of WARM_ROWS rows: imports, thread pools and numba kernels."""
+    from ledger.commitment import commit_table
+
+    table = make_table(WARM_ROWS, seed + 1)
+    before = _numba_signatures()
+    t0, c0 = time.perf_counter(), time.process_time()
+    commit_table(table, key=KEY)
+    return {
+        "warmup_rows": WARM_ROWS,
+        "warmup_seconds": time.perf_counter() - t0,
+        "warmup_cpu_seconds": time.process_time() - c0,
+        "warmup_new_signatures": _new_signatures(before, _numba_signatures()),
     }
 
 
@@ -225,9 +304,14 @@ def _timed(fn):
 
 
 def _measure(fn) -> tuple[object, dict]:
+    _release_memory()
+    sigs = _numba_signatures()
     mem = PeakMemory()
     value, wall, cpu = _timed(fn)
-    return value, {"seconds": wall, "cpu_seconds": cpu, **mem.result()}
+    out = {"seconds": wall, "cpu_seconds": cpu, **mem.result()}
+    # Must stay empty: a kernel compiled inside the timed step would be counted as work.
+    out["compiled_during_step"] = _new_signatures(sigs, _numba_signatures())
+    return value, out
 
 
 def run_worker(variant: str, rows: int, seed: int) -> dict:
@@ -235,10 +319,14 @@ def run_worker(variant: str, rows: int, seed: int) -> dict:
     import pyarrow as pa
 
     from ledger.commitment import commit_table
+    from ledger.hashing import hash_threads
 
+    warm = warm_up(seed)  # before the table is built, so its garbage is released first
+    _release_memory()
     rss_before = _status_kb("VmRSS") or 0
     table = make_table(rows, seed)
     info: dict = {
+        **warm,
         "variant": variant,
         "rows": rows,
         "table_nbytes_mb": table.nbytes / 2**20,
@@ -248,50 +336,61 @@ def run_worker(variant: str, rows: int, seed: int) -> dict:
         # Other people edit ledger/ while benchmarks run: record which code was measured.
         "ledger_sources_sha256": _ledger_sources(),
         "thread_env": {k: os.environ[k] for k in THREAD_VARS if k in os.environ},
+        "hash_threads": hash_threads(),
+        "arrow_cpu_count": pa.cpu_count(),
     }
-    try:
-        import polars as pl
-
-        info["polars_threads"] = pl.thread_pool_size()
-    except Exception:  # pragma: no cover - informational only
-        pass
-    info["arrow_cpu_count"] = pa.cpu_count()
 
     if variant in ("ours", "ours_1core"):
-        commit_table(make_table(4096, seed + 1), key=KEY)  # warm up imports and thread pools
         result, m = _measure(lambda: commit_table(table, key=KEY))
         info.update(m, root=result.root, row_count=result.row_count)
 
     elif variant == "stages":
-        from ledger.commitment import sorted_table
+        from ledger.commitment import canonical_order
         from ledger.encoding import leaf_messages
-        from ledger.hashing import TreeBuilder, sha256_binary
+        from ledger.hashing import TreeBuilder, perfect_subtrees, sha256_binary
 
-        commit_table(make_table(4096, seed + 1), key=KEY)
-        mem = PeakMemory()
-        ordered, t_sort, c_sort = _timed(lambda: sorted_table(table, KEY))
-        slices = [ordered.slice(s, BATCH) for s in range(0, rows, BATCH)]
-        messages, t_enc, c_enc = _timed(lambda: [leaf_messages(s) for s in slices])
-        hashes, t_hash, c_hash = _timed(lambda: [sha256_binary(m) for m in messages])
-
-        def tree() -> bytes:
-            builder = TreeBuilder()
-            for h in hashes:
-                builder.add_leaf_hashes(h)
-            return builder.root()
-
-        root, t_tree, c_tree = _timed(tree)
-        info.update(mem.result())
-        info["root"] = root.hex()
-        info["stages"] = {
-            "sort (sorted_table)": {"seconds": t_sort, "cpu_seconds": c_sort},
-            "encode (leaf_messages)": {"seconds": t_enc, "cpu_seconds": c_enc},
-            "leaf hashes (sha256_binary)": {"seconds": t_hash, "cpu_seconds": c_hash},
-            "tree (TreeBuilder)": {"seconds": t_tree, "cpu_seconds": c_tree},
+        names = {
+            "sort": "sort (canonical_order)",
+            "gather": "gather (take of a block)",
+            "encode": "encode (leaf_messages)",
+            "hash": "leaf hashes (sha256_binary)",
+            "tree": "tree (perfect_subtrees + TreeBuilder)",
         }
-        info["seconds"] = t_sort + t_enc + t_hash + t_tree
-        info["cpu_seconds"] = c_sort + c_enc + c_hash + c_tree
-        info["message_bytes_mb"] = sum(m.nbytes for m in messages) / 2**20
+        wall = dict.fromkeys(names, 0.0)
+        cpu = dict.fromkeys(names, 0.0)
+
+        def step(name: str, fn):
+            value, t, c = _timed(fn)
+            wall[name] += t
+            cpu[name] += c
+            return value
+
+        def split() -> tuple[bytes, int]:
+            # What commit_table does for a unique key, one block after another in this
+            # thread instead of in its pool.
+            order = step("sort", lambda: canonical_order(table, KEY))
+            builder = TreeBuilder(BATCH)
+            message_bytes = 0
+            for start in range(0, rows, BATCH):
+                block = step("gather", lambda s=start: table.take(order.slice(s, BATCH)))
+                messages = step("encode", lambda b=block: leaf_messages(b))
+                message_bytes += messages.nbytes
+                hashes = step("hash", lambda m=messages: sha256_binary(m, threads=1))
+                step("tree", lambda h=hashes: fold(builder, h))
+            return step("tree", builder.root), message_bytes
+
+        def fold(builder, hashes) -> None:
+            for count, sub in perfect_subtrees(hashes):
+                builder.add_subtree(count, sub)
+
+        (root, message_bytes), m = _measure(split)
+        info.update(m)
+        info["root"] = root.hex()
+        info["stages"] = {names[k]: {"seconds": wall[k], "cpu_seconds": cpu[k]} for k in names}
+        info["seconds"] = sum(wall.values())
+        info["cpu_seconds"] = sum(cpu.values())
+        info["wall_with_overhead"] = m["seconds"]
+        info["message_bytes_mb"] = message_bytes / 2**20
 
     elif variant == "tree_stream":
         import tracemalloc
@@ -301,6 +400,7 @@ def run_worker(variant: str, rows: int, seed: int) -> dict:
         del table  # not needed: leaf hashes are synthetic
         rng = np.random.default_rng(seed)
         TreeBuilder().add_leaf_hashes(rng.integers(0, 256, (BATCH, 32), dtype=np.uint8))
+        _release_memory()
 
         def stream() -> tuple[bytes, float]:
             gen = np.random.default_rng(seed)
@@ -317,6 +417,7 @@ def run_worker(variant: str, rows: int, seed: int) -> dict:
 
         (root, tree_seconds), m = _measure(stream)
         info.update(m, root=root.hex(), seconds=tree_seconds, wall_with_generation=m["seconds"])
+        _release_memory()
         tracemalloc.start()
         stream()
         info["tracemalloc_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
@@ -370,9 +471,11 @@ def run_worker(variant: str, rows: int, seed: int) -> dict:
         from ledger.verify import verify_entry_data
 
         with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
-            warm = Lake(Path(tmp) / "warm")
-            c = warm.write("warm", make_table(4096, seed + 1), key=KEY)
-            assert verify_entry_data(warm, c.entry) == []
+            # warm the Delta round trip too (its read-back arrays feed the same kernels)
+            warm_lake = Lake(Path(tmp) / "warm")
+            c = warm_lake.write("warm", make_table(WARM_ROWS, seed + 1), key=KEY)
+            assert verify_entry_data(warm_lake, c.entry) == []
+            del c
             lake = Lake(Path(tmp) / "lake")
             committed, m_write = _measure(lambda: lake.write("bench", table, key=KEY))
             diffs, m_verify = _measure(lambda: verify_entry_data(lake, committed.entry))
@@ -390,6 +493,10 @@ def run_worker(variant: str, rows: int, seed: int) -> dict:
             extra_peak_mb=m_write["extra_peak_mb"],
             verify_seconds=m_verify["seconds"],
             verify_cpu_seconds=m_verify["cpu_seconds"],
+            compiled_during_step={
+                **m_write["compiled_during_step"],
+                **m_verify["compiled_during_step"],
+            },
         )
 
     elif variant == "delta_write":
@@ -403,6 +510,55 @@ def run_worker(variant: str, rows: int, seed: int) -> dict:
 
     else:
         raise SystemExit(f"unknown variant {variant!r}")
+    return info
+
+
+def run_compile(seed: int) -> dict:
+    """Import time, then the first and the next calls of commit_table on WARM_ROWS rows.
+
+    Run with an empty NUMBA_CACHE_DIR the first call includes compiling every kernel (cold
+    compile); run with the on-disk cache it includes loading them (cache load).
+    """
+    t0, c0 = time.perf_counter(), time.process_time()
+    from ledger.commitment import commit_table
+
+    info: dict = {
+        "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR"),
+        "loadavg_1min_at_start": os.getloadavg()[0],
+        "ledger_sources_sha256": _ledger_sources(),
+        "import_seconds": time.perf_counter() - t0,
+        "import_cpu_seconds": time.process_time() - c0,
+    }
+    table = make_table(WARM_ROWS, seed + 1)
+    calls = []
+    for _ in range(3):
+        before = _numba_signatures()
+        result, wall, cpu = _timed(lambda: commit_table(table, key=KEY))
+        calls.append(
+            {
+                "seconds": wall,
+                "cpu_seconds": cpu,
+                "new_signatures": _new_signatures(before, _numba_signatures()),
+            }
+        )
+    info["calls"] = calls
+    info["root"] = result.root
+    steady = min(calls[1:], key=lambda c: c["seconds"])
+    info["first_call_extra_seconds"] = calls[0]["seconds"] - steady["seconds"]
+    info["first_call_extra_cpu_seconds"] = calls[0]["cpu_seconds"] - steady["cpu_seconds"]
+    try:
+        from numba.core.dispatcher import Dispatcher
+
+        hits = misses = 0
+        for name, module in list(sys.modules.items()):
+            if name.startswith("ledger.") and module is not None:
+                for value in vars(module).values():
+                    if isinstance(value, Dispatcher):
+                        hits += sum(value.stats.cache_hits.values())
+                        misses += sum(value.stats.cache_misses.values())
+        info["numba_cache_hits"], info["numba_cache_misses"] = hits, misses
+    except (ImportError, AttributeError):  # pragma: no cover - informational only
+        pass
     return info
 
 
@@ -427,21 +583,22 @@ def run_check(rows: int, seed: int) -> dict:
 # --------------------------------------------------------------------------------------
 # parent side: orchestration, summary
 # --------------------------------------------------------------------------------------
-def _child_env(single_core: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+def _child_env(single_core: bool, extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS and k != "NUMBA_CACHE_DIR"}
     env["PYTHONWARNINGS"] = "ignore::UserWarning:merkletools"
     if single_core:
         env.update({k: "1" for k in THREAD_VARS})
+    env.update(extra or {})
     return env
 
 
-def spawn(args: list[str], single_core: bool, timeout: float) -> dict:
+def spawn(args: list[str], single_core: bool, timeout: float, env: dict | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), *args]
     if single_core and shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
     proc = subprocess.run(
         cmd,
-        env=_child_env(single_core),
+        env=_child_env(single_core, env),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -470,7 +627,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     versions = {}
-    for pkg in ("numpy", "pyarrow", "polars", "polars-hash", "deltalake", "merkletools"):
+    for pkg in ("numpy", "numba", "llvmlite", "pyarrow", "polars", "deltalake", "merkletools"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -510,12 +667,24 @@ def summarize(rows: int, runs: dict[str, list[dict]], skipped: dict[str, str]) -
             # Rows per CPU-second: for single-threaded steps, the throughput an uncontended
             # core would give (robust to other processes sharing the machine).
             "rows_per_cpu_s": rows / cpu if cpu else None,
+            # Best run: the least disturbed one on a shared machine.
+            "seconds_min": min(r["seconds"] for r in rs),
+            "rows_per_s_best": rows / min(r["seconds"] for r in rs),
+            "rows_per_cpu_s_best": max(
+                (rows / r["cpu_seconds"] for r in rs if r.get("cpu_seconds")), default=None
+            ),
             "loadavg_at_start": [r.get("loadavg_1min_at_start") for r in rs],
             "extra_peak_mb_max": max(
                 (r["extra_peak_mb"] for r in rs if "extra_peak_mb" in r), default=None
             ),
             "table_nbytes_mb": rs[0].get("table_nbytes_mb"),
             "table_rss_mb": rs[0].get("table_rss_mb"),
+            "hash_threads": rs[0].get("hash_threads"),
+            "warmup_seconds_median": _median(rs, "warmup_seconds"),
+            # Must be 0: numba signatures compiled inside a timed step, over all runs.
+            "compiled_during_timing": sum(
+                sum(r.get("compiled_during_step", {}).values()) for r in rs
+            ),
         }
         if name == "stages":
             entry["stages_seconds_median"] = {
@@ -554,9 +723,20 @@ def summarize(rows: int, runs: dict[str, list[dict]], skipped: dict[str, str]) -
     r["ours_1core_over_merkletools_cpu_time"] = ratio(cps("ours_1core"), cps("merkletools"))
     r["ours_1core_over_naive_tree_cpu_time"] = ratio(cps("ours_1core"), cps("naive_tree"))
     r["ours_1core_over_floor_leaf_loop_cpu_time"] = ratio(cps("ours_1core"), cps("floor_leaf_loop"))
+    r["ours_1core_over_floor_sha256_concat_cpu_time"] = ratio(
+        cps("ours_1core"), cps("floor_sha256_concat")
+    )
     for base in ("merkletools", "floor_leaf_loop", "naive_tree", "floor_sha256_concat"):
         r[f"ours_2core_over_{base}"] = ratio(rps("ours"), rps(base))
         r[f"ours_1core_over_{base}"] = ratio(rps("ours_1core"), rps(base))
+    if "stages" in v:
+        # The hashing half of ours alone (leaf hashes + tree), like the baselines, which
+        # neither sort nor encode.
+        cpu = v["stages"]["stages_cpu_median"]
+        half = sum(c for k, c in cpu.items() if k.startswith(("leaf hashes", "tree")))
+        for base in ("merkletools", "naive_tree", "floor_leaf_loop"):
+            if v.get(base, {}).get("cpu_seconds_median"):
+                r[f"hash_and_tree_over_{base}_cpu_time"] = v[base]["cpu_seconds_median"] / half
     if "lake" in v and "ours" in v:
         r["verify_over_commit_table"] = ratio(
             v["lake"]["verify_seconds_median"], v["ours"]["seconds_median"]
@@ -571,6 +751,8 @@ def summarize(rows: int, runs: dict[str, list[dict]], skipped: dict[str, str]) -
         r["lake_write_over_delta_write"] = ratio(
             v["lake"]["seconds_median"], v["delta_write"]["seconds_median"]
         )
+    if "ours" in v:
+        r["ours_2core_cpu_utilization"] = v["ours"]["cpu_utilization"]
     targets = {}
     if rps("ours_1core"):
         targets["1core_ge_1M_rows_per_s"] = rps("ours_1core") >= 1_000_000
@@ -579,8 +761,12 @@ def summarize(rows: int, runs: dict[str, list[dict]], skipped: dict[str, str]) -
         targets["2core_ge_1.6M_rows_per_s"] = rps("ours") >= 1_600_000
     if r.get("ours_1core_over_merkletools"):
         targets["faster_than_merkletools_on_1core"] = r["ours_1core_over_merkletools"] > 1
+        targets["faster_than_merkletools_on_1core_cpu_time"] = (
+            r["ours_1core_over_merkletools_cpu_time"] > 1
+        )
     if r.get("verify_over_commit_table"):
         targets["verify_le_1.5x_commit"] = r["verify_over_commit_table"] <= 1.5
+        targets["verify_le_1.5x_commit_cpu_time"] = r["verify_over_commit_table_cpu_time"] <= 1.5
     s["targets"] = targets
     return s
 
@@ -636,6 +822,102 @@ def markdown(summary: dict) -> str:
             cpu = st["stages_cpu_median"][k]
             lines.append(f"| {k} | {sec:.3f} | {sec / total:.0%} | {cpu / sec if sec else 0:.2f} |")
     lines += ["", "targets: " + json.dumps(summary["targets"])]
+    compiled = {n: e["compiled_during_timing"] for n, e in summary["variants"].items()}
+    if any(compiled.values()):
+        lines.append(f"WARNING: numba compiled inside timed steps: {compiled}")
+    else:
+        lines.append("numba: no signature compiled inside any timed step")
+    return "\n".join(lines)
+
+
+def compile_markdown(probe: dict) -> str:
+    lines = [
+        f"### numba compile (commit_table of {WARM_ROWS:,} rows, 2 cores)",
+        "",
+        "| cache | import s | first call s | next call s | first call extra s (CPU s)"
+        " | cache hits / misses | load |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, rec in probe.items():
+        nxt = min(c["seconds"] for c in rec["calls"][1:])
+        lines.append(
+            f"| {kind} | {rec['import_seconds']:.2f} | {rec['calls'][0]['seconds']:.2f}"
+            f" | {nxt:.2f} | {rec['first_call_extra_seconds']:.2f}"
+            f" ({rec['first_call_extra_cpu_seconds']:.2f})"
+            f" | {rec.get('numba_cache_hits', '?')} / {rec.get('numba_cache_misses', '?')}"
+            f" | {rec['loadavg_1min_at_start']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def tree_memory(report: dict) -> dict:
+    """TreeBuilder's memory across sizes: flat in n means O(log n) beyond one batch."""
+    sizes = {}
+    for rows_text, data in report["sizes"].items():
+        e = data.get("summary", {}).get("variants", {}).get("tree_stream")
+        if e:
+            sizes[rows_text] = {
+                "extra_peak_rss_mb": e["extra_peak_mb_max"],
+                "tracemalloc_peak_mb": e["tracemalloc_peak_mb"],
+                "leaf_hashes_if_kept_mb": e["leaf_hashes_if_kept_mb"],
+            }
+    out: dict = {"sizes": sizes, "one_batch_of_leaf_hashes_mb": BATCH * 32 / 2**20}
+    if len(sizes) >= 2:
+        first, last = sizes[min(sizes, key=int)], sizes[max(sizes, key=int)]
+        growth = last["tracemalloc_peak_mb"] - first["tracemalloc_peak_mb"]
+        out["tracemalloc_growth_mb"] = growth
+        out["leaf_hashes_growth_mb"] = (
+            last["leaf_hashes_if_kept_mb"] - first["leaf_hashes_if_kept_mb"]
+        )
+        # log2(n) subtree roots of 32 bytes grow by bytes, not megabytes.
+        out["met"] = growth < 1.0
+    return out
+
+
+def load_summary(report: dict) -> dict:
+    samples = [s[1] for s in report.get("loadavg_samples", [])]
+    starts = [
+        r["loadavg_1min_at_start"]
+        for data in report["sizes"].values()
+        for rs in data["runs"].values()
+        for r in rs
+        if "loadavg_1min_at_start" in r
+    ]
+    out = {}
+    if samples:
+        out["loadavg_1min_sampled"] = {
+            "min": min(samples),
+            "median": statistics.median(samples),
+            "max": max(samples),
+            "samples": len(samples),
+        }
+    if starts:
+        out["loadavg_1min_at_child_start"] = {"min": min(starts), "max": max(starts)}
+    return out
+
+
+def final_markdown(report: dict) -> str:
+    lines = []
+    tm = report.get("tree_memory", {})
+    if tm.get("sizes"):
+        lines += [
+            "| tree memory | extra peak RSS MB | tracemalloc peak MB | leaf hashes if kept MB |"
+        ]
+        lines += ["|---|---:|---:|---:|"]
+        for rows_text, e in tm["sizes"].items():
+            lines.append(
+                f"| {int(rows_text):,} leaves | {max(0, e['extra_peak_rss_mb'] or 0):.1f}"
+                f" | {e['tracemalloc_peak_mb']:.1f} | {e['leaf_hashes_if_kept_mb']:.1f} |"
+            )
+        if "met" in tm:
+            lines.append(
+                f"\ntree memory O(log n) beyond one batch: {tm['met']} (tracemalloc peak grew "
+                f"{tm['tracemalloc_growth_mb']:+.2f} MB; kept leaf hashes would grow "
+                f"{tm['leaf_hashes_growth_mb']:.0f} MB)"
+            )
+    load = report.get("load", {})
+    if load:
+        lines.append("\nload: " + json.dumps(load))
     return "\n".join(lines)
 
 
@@ -666,11 +948,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--timeout", type=float, default=3600.0, help="per child process, seconds")
     p.add_argument(
+        "--skip-compile-probe",
+        action="store_true",
+        help="do not measure numba's cold compile and cache load at the start",
+    )
+    p.add_argument(
         "--resummarize",
         action="store_true",
         help="recompute the summaries of an existing --out file and print them",
     )
-    p.add_argument("--worker", choices=(*VARIANTS, "check"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=(*VARIANTS, "check", "compile"), help=argparse.SUPPRESS)
     p.add_argument("--worker-rows", type=int, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
 
@@ -678,6 +965,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore", UserWarning)
         if a.worker == "check":
             result = run_check(a.worker_rows, a.seed)
+        elif a.worker == "compile":
+            result = run_compile(a.seed)
         else:
             result = run_worker(a.worker, a.worker_rows, a.seed)
         print(json.dumps(result))
@@ -685,12 +974,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.resummarize:
         report = json.loads(a.out.read_text())
+        if report.get("compile"):
+            print(compile_markdown(report["compile"]) + "\n", flush=True)
         for rows_text, data in report["sizes"].items():
             rows = int(rows_text)
             summary = summarize(rows, data["runs"], data.get("skipped", {}))
             summary["roots"] = check_roots(rows, data["runs"])
             data["summary"] = summary
             print(markdown(summary) + "\n", flush=True)
+        report["tree_memory"] = tree_memory(report)
+        report["load"] = load_summary(report)
+        print(final_markdown(report), flush=True)
         a.out.write_text(json.dumps(report, indent=2))
         return 0
 
@@ -703,12 +997,42 @@ def main(argv: list[str] | None = None) -> int:
         "table": "id int64 (unique, shuffled), value float64, text string (32-48 B, mean 40), "
         "ts timestamp[us, UTC], flag bool; no nulls",
         "sizes": {},
+        "loadavg_samples": [],
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
 
+    # The machine may be shared: sample the load average for the whole run.
+    stop_sampling = threading.Event()
+
+    def sample_load() -> None:
+        while True:
+            report["loadavg_samples"].append([round(time.time() - started, 1), *os.getloadavg()])
+            if stop_sampling.wait(15.0):
+                return
+
+    threading.Thread(target=sample_load, daemon=True).start()
+
     def save() -> None:
         report["elapsed_seconds"] = time.time() - started
+        report["load"] = load_summary(report)
         a.out.write_text(json.dumps(report, indent=2))
+
+    if not a.skip_compile_probe:
+        report["compile"] = {}
+        with tempfile.TemporaryDirectory(prefix="ledger-bench-numba-") as cache:
+            for kind, extra in (("cold", {"NUMBA_CACHE_DIR": cache}), ("cached", {})):
+                log(f"compile probe: {kind} ({'empty NUMBA_CACHE_DIR' if extra else 'disk cache'})")
+                rec = spawn(["--worker", "compile", "--seed", str(a.seed)], False, a.timeout, extra)
+                report["compile"][kind] = rec
+                log(
+                    f"compile probe: {kind}: import {rec['import_seconds']:.2f} s, first call "
+                    f"{rec['calls'][0]['seconds']:.2f} s, next "
+                    f"{min(c['seconds'] for c in rec['calls'][1:]):.2f} s"
+                )
+        if report["compile"]["cold"]["root"] != report["compile"]["cached"]["root"]:
+            raise AssertionError("cold-compiled and cached kernels disagree on the root")
+        print(compile_markdown(report["compile"]) + "\n", flush=True)
+        save()
 
     log(f"check: ours vs naive RFC 9162 tree at {a.check_rows:,} rows")
     report["check"] = spawn(
@@ -744,7 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     rec = spawn(
                         ["--worker", name, "--worker-rows", str(rows), "--seed", str(a.seed)],
-                        name == "ours_1core",
+                        name in SINGLE_CORE,
                         a.timeout,
                     )
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
@@ -753,6 +1077,11 @@ def main(argv: list[str] | None = None) -> int:
                     runs.pop(name)
                     continue
                 runs[name].append(rec)
+                if rec.get("compiled_during_step"):
+                    log(
+                        f"[{rows:,}] WARNING {name} compiled inside the timed step: "
+                        f"{rec['compiled_during_step']}"
+                    )
                 extra = f", verify {rec['verify_seconds']:.2f} s" if name == "lake" else ""
                 log(
                     f"[{rows:,}] {name}: {rec['seconds']:.3f} s = {rows / rec['seconds']:,.0f} "
@@ -769,6 +1098,10 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(summary), flush=True)
         print(flush=True)
         previous = summary
+    stop_sampling.set()
+    report["tree_memory"] = tree_memory(report)
+    save()
+    print(final_markdown(report), flush=True)
     log(f"done in {time.time() - started:.0f} s; results in {a.out}")
     return 0
 
