@@ -69,8 +69,19 @@ def _keys_unique(keys: pa.Table, order: pa.Array) -> bool:
     -0.0 equals 0.0, null equals null), on the key-sorted rows."""
     if keys.num_rows < 2:
         return True
-    encoded = leaf_messages(keys.take(order))
-    same = pc.equal(encoded.slice(1), encoded.slice(0, len(encoded) - 1))
+    if any(pa.types.is_floating(t) or pa.types.is_decimal(t) for t in keys.schema.types):
+        # float keys: NaN != NaN and -0.0 == 0.0 in Arrow; compare canonical bytes instead
+        encoded = leaf_messages(keys.take(order))
+        same = pc.equal(encoded.slice(1), encoded.slice(0, len(encoded) - 1))
+        return not pc.any(same).as_py()
+    same = None  # exact types: Arrow equality is the encoding's equality
+    for column in keys.columns:
+        ordered = column.take(order)
+        after, before = ordered.slice(1), ordered.slice(0, len(ordered) - 1)
+        equal = pc.or_kleene(pc.equal(after, before),
+                             pc.and_(pc.is_null(after), pc.is_null(before)))
+        equal = pc.fill_null(equal, False)
+        same = equal if same is None else pc.and_(same, equal)
     return not pc.any(same).as_py()
 
 
