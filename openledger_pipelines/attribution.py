@@ -47,7 +47,7 @@ def valued_rows(store: Lake, datanet: str) -> tuple[pl.DataFrame, str]:
     pool="ledger",
     group_name="attribution",
     kinds={"delta", "lightgbm"},
-    deps=["training_rows", "validation", "contributor_quality"],
+    deps=["contributions", "validation", "contributor_quality"],
     check_specs=[
         dg.AssetCheckSpec(
             "efficiency",
@@ -118,7 +118,7 @@ def contributor_values(context: dg.AssetExecutionContext, lake: LakeResource):
     pool="ledger",
     group_name="attribution",
     kinds={"delta"},
-    deps=["training_rows", "validation"],
+    deps=["contributions", "validation"],
     check_specs=[dg.AssetCheckSpec("ledger_matches", asset="point_values", blocking=True)],
 )
 def point_values_asset(context: dg.AssetExecutionContext, lake: LakeResource):
