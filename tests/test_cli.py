@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -240,3 +241,22 @@ def test_verify_reports_tampering_with_exit_1(lake_copy: Path) -> None:
         )[1]
     )
     assert f"FAILED: first problem: entry {entry['seq']}" in output
+
+
+def test_infer_serves_and_logs_predictions(lake_copy: Path, tmp_path: Path) -> None:
+    queries = tmp_path / "queries.csv"
+    validation = pl.from_arrow(
+        DeltaTable(str(lake_copy / "tables" / "validation_wine")).to_pyarrow_table()
+    )
+    validation.drop("label").head(4).write_csv(queries)
+    code, output = run("infer", "--datanet", "wine", str(queries), "--lake", str(lake_copy))
+    assert code == 0, output
+    assert "logged 4 inferences" in output
+    logs = list((lake_copy / "inference_log" / "wine").glob("*.parquet"))
+    assert len(logs) == 2  # the demo's log and this one
+    bad = tmp_path / "bad.csv"
+    bad.write_text("alcohol\nnan\n")
+    code, output = run("infer", "--datanet", "wine", str(bad), "--lake", str(lake_copy))
+    assert code == 2 and "error:" in output
+    code, output = run("infer", "--datanet", "nope", str(queries), "--lake", str(lake_copy))
+    assert code == 2 and "no spec" in output

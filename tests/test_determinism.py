@@ -5,14 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pytest
+from demo_pipeline import build_demo_lake
 
 from ledger.commitment import commit_table
 from ledger.lake import Lake
-from openledger_pipelines.demo import prepare_demo, serve_demo_queries
-from openledger_pipelines.runner import run_datanets
 
 WALL_CLOCK_COLUMNS = {"models": ["training_seconds"]}  # the one measured time in the lake
 
@@ -20,15 +18,7 @@ WALL_CLOCK_COLUMNS = {"models": ["training_seconds"]}  # the one measured time i
 def build(root: Path, keys_from: Path | None = None) -> Lake:
     if keys_from is not None:  # contributors' signing keys are random by nature: share them
         shutil.copytree(keys_from / "keys", root / "keys")
-    prepare_demo(root)
-    instance = dg.DagsterInstance.ephemeral()
-    assert all(run_datanets(root, instance).values())
-    lake = Lake(root)
-    serve_demo_queries(lake, queries=3)
-    assert all(
-        run_datanets(root, instance, assets=["inferences", "inference_attributions"]).values()
-    )
-    return lake
+    return build_demo_lake(root, queries=3)
 
 
 def latest_roots(lake: Lake) -> dict[tuple[str, str | None], tuple[str, int]]:

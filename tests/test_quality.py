@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+from demo_pipeline import build_demo_lake
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -21,19 +21,13 @@ from assets.validation import validation_set
 from ledger.commitment import commit_table, row_leaf_hashes
 from ledger.lake import Lake
 from openledger_pipelines.cli import app
-from openledger_pipelines.demo import prepare_demo
-from openledger_pipelines.runner import run_datanets
 
 HONEST = ("alice", "bob", "carol")
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Lake:
-    root = tmp_path_factory.mktemp("quality") / "lake"
-    prepare_demo(root)
-    outcome = run_datanets(root, dg.DagsterInstance.ephemeral())
-    assert outcome == {"breast_cancer": True, "wine": True}
-    return Lake(root)
+    return build_demo_lake(tmp_path_factory.mktemp("quality") / "lake", queries=0)
 
 
 def summary(lake: Lake, datanet: str) -> pl.DataFrame:

@@ -8,10 +8,10 @@ import math
 from functools import partial
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+from demo_pipeline import build_demo_lake
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,8 +22,6 @@ from assets.knn_shapley import knn_shapley
 from assets.validation import validation_set
 from assets.valuation import StoppingRule, exact_shapley, permutation_shapley
 from ledger.lake import Lake
-from openledger_pipelines.demo import prepare_demo, serve_demo_queries
-from openledger_pipelines.runner import run_datanets
 
 # --- games with known Shapley values ----------------------------------------------------------
 
@@ -186,16 +184,7 @@ def test_split_integer_sums_exactly(total: int, weights: list[float]) -> None:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Lake:
-    root = tmp_path_factory.mktemp("values") / "lake"
-    prepare_demo(root)
-    instance = dg.DagsterInstance.ephemeral()
-    assert all(run_datanets(root, instance).values())
-    lake = Lake(root)
-    serve_demo_queries(lake, queries=5)
-    assert all(
-        run_datanets(root, instance, assets=["inferences", "inference_attributions"]).values()
-    )
-    return lake
+    return build_demo_lake(tmp_path_factory.mktemp("values") / "lake", queries=5)
 
 
 @pytest.mark.parametrize("datanet", DEMO_DATANETS)
