@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from assets.datanets import DatanetSpec, SpecError
-from assets.ingest import FileRejected, read_text_columns, validate_rows
+from assets.ingest import read_strict
 from assets.layout import INFERENCE_LOG, inside
 from assets.training import feature_matrix, load_model, predict
 from ledger.commitment import row_leaf_hashes
@@ -41,20 +41,7 @@ def features_only(spec: DatanetSpec) -> DatanetSpec:
 
 def read_queries(spec: DatanetSpec, path: Path) -> pl.DataFrame:
     """Query rows of a file, typed by the spec's features; any invalid row is an error."""
-    try:
-        raw, bad_lines = read_text_columns(path, spec.max_file_bytes)
-        if spec.label.name not in raw.columns:
-            raw = raw.with_columns(pl.lit(None, pl.String).alias(spec.label.name))
-        good, bad, _ = validate_rows(raw, features_only(spec))
-    except FileRejected as exc:
-        raise SpecError(f"{path.name}: {exc.reason}: {exc.message}") from None
-    if bad.height or bad_lines.height:
-        message = bad["message"][0] if bad.height else bad_lines["message"][0]
-        raise SpecError(
-            f"{path.name}: {bad.height + bad_lines.height} invalid query rows, "
-            f"e.g. row {bad['row_index'][0] if bad.height else '?'}: {message}"
-        )
-    return good.select([c.name for c in spec.features])
+    return read_strict(path, features_only(spec)).select([c.name for c in spec.features])
 
 
 def serve(

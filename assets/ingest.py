@@ -588,3 +588,21 @@ def reconcile(result: IngestResult) -> list[str]:
         if expected != actual:
             problems.append(f"{column}: batches say {expected}, tables hold {actual}")
     return problems
+
+
+def read_strict(path: Path, spec: DatanetSpec) -> pl.DataFrame:
+    """Every row of a file that is not a contribution (a validation set, queries), typed by
+    the spec; an unusable file or any invalid row raises SpecError instead of quarantine."""
+    try:
+        raw, bad_lines = read_text_columns(path, spec.max_file_bytes)
+        good, bad, _ = validate_rows(raw, spec)
+    except (FileRejected, OSError) as exc:
+        reason = exc.reason if isinstance(exc, FileRejected) else exc.__class__.__name__
+        raise SpecError(f"{path.name}: {reason}: {exc}") from None
+    if bad.height or bad_lines.height:
+        first = (bad if bad.height else bad_lines).row(0, named=True)
+        raise SpecError(
+            f"{path.name}: {bad.height + bad_lines.height} invalid rows, e.g. "
+            f"row {first['row_index']}: {first['message']}"
+        )
+    return good.drop("row_index")

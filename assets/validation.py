@@ -15,7 +15,7 @@ import polars as pl
 
 from assets.datanets import DatanetSpec, SpecError
 from assets.demo_data import split_bundled
-from assets.ingest import FileRejected, read_text_columns, validate_rows
+from assets.ingest import read_strict
 from assets.layout import inside
 
 
@@ -32,16 +32,4 @@ def validation_set(spec: DatanetSpec, specs_dir: Path) -> pl.DataFrame:
         if missing:
             raise SpecError(f"{spec.name}: bundled set {source.name!r} lacks columns {missing}")
         return frame.select(list(columns)).cast(columns)  # type: ignore[arg-type]
-    path = inside(specs_dir, source.name)
-    try:
-        raw, bad_lines = read_text_columns(path, spec.max_file_bytes)
-        good, bad, _ = validate_rows(raw, spec)
-    except (FileRejected, OSError) as exc:
-        raise SpecError(f"{spec.name}: validation file {source.name}: {exc}") from None
-    if bad.height or bad_lines.height:
-        first = bad["message"][0] if bad.height else bad_lines["message"][0]
-        raise SpecError(
-            f"{spec.name}: validation file has {bad.height + bad_lines.height} "
-            f"invalid rows, e.g. {first}"
-        )
-    return good.select(list(columns))
+    return read_strict(inside(specs_dir, source.name), spec).select(list(columns))
