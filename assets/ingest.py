@@ -280,20 +280,16 @@ def _read_jsonl(text: str) -> tuple[pl.DataFrame, pl.DataFrame]:
 # --- validation -----------------------------------------------------------------------------
 
 
-def _column_checks(col: Column) -> tuple[pl.Expr, pl.Expr]:
-    """(typed value, reason message or null) for one spec column over its text column."""
-    raw = pl.col(col.name)
-    name = col.name
-    missing = raw.is_null() | (raw.str.strip_chars() == "")
-    too_long = raw.str.len_chars() > col.max_length
-    text = raw.str.strip_chars()
+def _typed_value(col: Column) -> pl.Expr:
+    """The column's text parsed to its spec type (null where it does not parse)."""
+    text = pl.col(col.name).str.strip_chars()
     if col.type == "float":
-        value = text.cast(pl.Float64, strict=False)
-    elif col.type == "int":
-        value = text.cast(pl.Int64, strict=False)
-    elif col.type == "bool":
+        return text.cast(pl.Float64, strict=False)
+    if col.type == "int":
+        return text.cast(pl.Int64, strict=False)
+    if col.type == "bool":
         lowered = text.str.to_lowercase()
-        value = (
+        return (
             pl.when(lowered.is_in(["true", "1", "yes"]))
             .then(True)
             .when(lowered.is_in(["false", "0", "no"]))
@@ -301,17 +297,26 @@ def _column_checks(col: Column) -> tuple[pl.Expr, pl.Expr]:
             .otherwise(None)
             .cast(pl.Boolean)
         )
-    else:
-        value = text
+    return text
+
+
+def _reason(col: Column) -> pl.Expr:
+    """`CODE|message` for the first rule the row breaks in this column, else null.
+
+    Works on the columns made by `validate_rows` (`__v_` typed value, `__m_` missing), so
+    each value is parsed once; messages are literals, the raw row is in the payload.
+    """
+    name = col.name
+    raw, value, missing = pl.col(name), pl.col(f"__v_{name}"), pl.col(f"__m_{name}")
     reason = (
         pl.when(missing & (not col.nullable))
         .then(pl.lit(f"MISSING_VALUE|{name}: missing value"))
         .when(missing)
         .then(None)
-        .when(too_long)
+        .when(raw.str.len_chars() > col.max_length)
         .then(pl.lit(f"FIELD_TOO_LARGE|{name}: longer than {col.max_length}"))
         .when(value.is_null())
-        .then(pl.lit(f"BAD_TYPE|{name}: not a valid {col.type}: ") + raw.str.slice(0, 40))
+        .then(pl.lit(f"BAD_TYPE|{name}: not a valid {col.type}"))
     )
     if col.type == "float":
         reason = reason.when(~value.is_finite()).then(
@@ -319,20 +324,18 @@ def _column_checks(col: Column) -> tuple[pl.Expr, pl.Expr]:
         )
     if col.min is not None:
         reason = reason.when(value < col.min).then(
-            pl.lit(f"OUT_OF_RANGE|{name}: below minimum {col.min}: ") + value.cast(pl.String)
+            pl.lit(f"OUT_OF_RANGE|{name}: below minimum {col.min}")
         )
     if col.max is not None:
         reason = reason.when(value > col.max).then(
-            pl.lit(f"OUT_OF_RANGE|{name}: above maximum {col.max}: ") + value.cast(pl.String)
+            pl.lit(f"OUT_OF_RANGE|{name}: above maximum {col.max}")
         )
     if col.categories is not None:
         allowed = [str(c) for c in col.categories]
         reason = reason.when(~value.cast(pl.String).is_in(allowed)).then(
-            pl.lit(f"BAD_CATEGORY|{name}: not one of {allowed[:10]}: ") + raw.str.slice(0, 40)
+            pl.lit(f"BAD_CATEGORY|{name}: not one of {allowed[:10]}")
         )
-    reason = reason.otherwise(None)
-    value = pl.when(missing).then(None).otherwise(value)
-    return value.cast(col.polars_type()).alias(name), reason.alias(f"__reason_{name}")
+    return reason.otherwise(None)
 
 
 def validate_rows(
@@ -350,18 +353,33 @@ def validate_rows(
             f"missing column(s) {missing}; the spec needs {[c.name for c in spec.columns]}",
         )
     extra = sorted(present - {c.name for c in spec.columns})
-    checks = [_column_checks(c) for c in spec.columns]
-    reasons = [r for _, r in checks]
-    checked = raw.with_columns(
-        pl.coalesce(reasons).alias("__reason"),
-        pl.struct([c.name for c in spec.columns] + extra).struct.json_encode().alias("payload"),
+    parsed = raw.with_columns(
+        *[_typed_value(c).alias(f"__v_{c.name}") for c in spec.columns],
+        *[
+            (pl.col(c.name).is_null() | (pl.col(c.name).str.strip_chars() == "")).alias(
+                f"__m_{c.name}"
+            )
+            for c in spec.columns
+        ],
     )
-    good = checked.filter(pl.col("__reason").is_null()).select("row_index", *[v for v, _ in checks])
-    bad = checked.filter(pl.col("__reason").is_not_null()).select(
+    checked = parsed.with_columns(pl.coalesce([_reason(c) for c in spec.columns]).alias("__r"))
+    good = checked.filter(pl.col("__r").is_null()).select(
         "row_index",
-        pl.col("__reason").str.split_exact("|", 1).struct.field("field_0").alias("reason_code"),
-        pl.col("__reason").str.split_exact("|", 1).struct.field("field_1").alias("message"),
-        "payload",
+        *[
+            pl.when(pl.col(f"__m_{c.name}"))
+            .then(None)
+            .otherwise(pl.col(f"__v_{c.name}"))
+            .cast(c.polars_type())
+            .alias(c.name)
+            for c in spec.columns
+        ],
+    )
+    split = pl.col("__r").str.split_exact("|", 1)
+    bad = checked.filter(pl.col("__r").is_not_null()).select(
+        "row_index",
+        split.struct.field("field_0").alias("reason_code"),
+        split.struct.field("field_1").alias("message"),
+        pl.struct([c.name for c in spec.columns] + extra).struct.json_encode().alias("payload"),
     )
     return good, bad, extra
 
@@ -432,12 +450,11 @@ def check_signature(
 
 
 def ingest_submission(
-    spec: DatanetSpec, sub: Submission, registered: Mapping[str, str], known: pl.DataFrame
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, object]]:
-    """(accepted, quarantined, duplicates, batch summary) of one submission.
-
-    `known` holds row_hash, contributor, batch_id of every row accepted before.
-    """
+    spec: DatanetSpec, sub: Submission, registered: Mapping[str, str]
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, object]]:
+    """(valid typed rows with their row hash, quarantined rows, batch summary) of one
+    submission. Duplicates are resolved afterwards, over every submission of the run at
+    once (`split_duplicates`), so the cost does not grow with the number of files."""
     summary: dict[str, object] = {
         "datanet": sub.datanet,
         "contributor": sub.contributor,
@@ -446,8 +463,6 @@ def ingest_submission(
         "received_at": sub.received_at,
         "note": "",
     }
-    empty_accepted = pl.DataFrame(schema=contributions_schema(spec))
-    empty_dups = pl.DataFrame(schema=DUPLICATES_SCHEMA)
     try:
         refused = check_signature(sub, spec, registered)
         if refused:
@@ -456,60 +471,60 @@ def ingest_submission(
         good, bad, extra = validate_rows(raw, spec)
     except FileRejected as exc:
         summary.update(
-            status="rejected",
-            rows_in=0,
-            accepted=0,
-            quarantined=0,
-            duplicates=0,
-            note=f"{exc.reason}: {exc.message}",
+            status="rejected", rows_in=0, quarantined=0, note=f"{exc.reason}: {exc.message}"
         )
-        return empty_accepted, _file_rejection(sub, exc.reason, exc.message), empty_dups, summary
+        return (
+            pl.DataFrame(schema=contributions_schema(spec)),
+            _file_rejection(sub, exc.reason, exc.message),
+            summary,
+        )
     bad_lines = bad_lines.with_columns(pl.lit("PARSE_ERROR").alias("reason_code"))
     quarantined = pl.concat(
         [
             bad.select("row_index", "reason_code", "message", "payload"),
             bad_lines.select("row_index", "reason_code", "message", "payload"),
         ]
-    )
-    quarantined = quarantined.select(
-        *_meta(sub, pl.col("row_index")), "reason_code", "message", "payload"
-    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+    ).select(*_meta(sub, pl.col("row_index")), "reason_code", "message", "payload")
     typed_cols = [c.name for c in spec.columns]
     hashes = row_leaf_hashes(good.select(typed_cols)) if good.height else []
     rows = good.with_columns(pl.Series("row_hash", hashes, dtype=pl.String)).select(
         *_meta(sub, pl.col("row_index")), "row_hash", *typed_cols
     )
-    first_in_batch = rows.filter(pl.col("row_hash").is_first_distinct())
-    repeated_in_batch = rows.filter(~pl.col("row_hash").is_first_distinct()).join(
-        first_in_batch.select(
-            "row_hash",
-            pl.col("contributor").alias("first_contributor"),
-            pl.col("batch_id").alias("first_batch_id"),
-        ),
-        on="row_hash",
-    )
-    seen = known.select(
-        "row_hash",
-        pl.col("contributor").alias("first_contributor"),
-        pl.col("batch_id").alias("first_batch_id"),
-    )
-    seen_before = first_in_batch.join(seen, on="row_hash", how="inner")
-    accepted = first_in_batch.join(seen, on="row_hash", how="anti")
-    duplicates = pl.concat([repeated_in_batch, seen_before]).select(DUPLICATES_SCHEMA.keys())
     summary.update(
         status="ingested",
         rows_in=raw.height + bad_lines.height,
-        accepted=accepted.height,
         quarantined=quarantined.height,
-        duplicates=duplicates.height,
         note=f"extra columns ignored: {extra}" if extra else "",
     )
     return (
-        accepted.cast(contributions_schema(spec)),  # type: ignore[arg-type]
-        quarantined,
-        duplicates.cast(DUPLICATES_SCHEMA),
+        rows.cast(contributions_schema(spec)),  # type: ignore[arg-type]
+        quarantined.cast(QUARANTINE_SCHEMA),
         summary,
     )  # type: ignore[arg-type]
+
+
+def split_duplicates(
+    known: pl.DataFrame, candidates: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(accepted, duplicates) of candidate rows in arrival order: a row is a duplicate when
+    its hash was accepted before (`known`) or appeared earlier among the candidates; the
+    duplicate names the first contributor and batch, who keep the credit."""
+    first = candidates.filter(pl.col("row_hash").is_first_distinct())
+    accepted = first.join(known.select("row_hash"), on="row_hash", how="anti")
+    origin = pl.concat(
+        [
+            known.select("row_hash", "contributor", "batch_id"),
+            accepted.select("row_hash", "contributor", "batch_id"),
+        ]
+    ).rename({"contributor": "first_contributor", "batch_id": "first_batch_id"})
+    repeated = pl.concat(
+        [
+            first.join(known.select("row_hash"), on="row_hash", how="semi"),
+            candidates.filter(~pl.col("row_hash").is_first_distinct()),
+        ]
+    )
+    duplicates = repeated.join(origin, on="row_hash", how="left")
+    return accepted, duplicates.select(list(DUPLICATES_SCHEMA)).cast(DUPLICATES_SCHEMA)  # type: ignore[arg-type]
 
 
 def empty_tables(spec: DatanetSpec) -> IngestResult:
@@ -537,26 +552,41 @@ def ingest_datanet(
         )
     )
     pending = [s for s in submissions if (s.contributor, s.batch_id) not in done]
-    known = previous.contributions.select("row_hash", "contributor", "batch_id")
-    parts: dict[str, list[pl.DataFrame]] = {"contributions": [], "quarantine": [], "duplicates": []}
+    candidates: list[pl.DataFrame] = []
+    quarantined: list[pl.DataFrame] = []
     summaries: list[dict[str, object]] = []
     for i, sub in enumerate(pending, start=1):
         if (sub.contributor, sub.batch_id) in done:  # the same file twice in one run
             continue
         done.add((sub.contributor, sub.batch_id))
-        accepted, quarantined, dups, summary = ingest_submission(spec, sub, registered, known)
-        parts["contributions"].append(accepted)
-        parts["quarantine"].append(quarantined)
-        parts["duplicates"].append(dups)
+        rows, rejected, summary = ingest_submission(spec, sub, registered)
+        candidates.append(rows)
+        quarantined.append(rejected)
         summaries.append(summary)
-        known = pl.concat([known, accepted.select("row_hash", "contributor", "batch_id")])
         if progress:
             progress(i, len(pending), sub)
+    new_rows = (
+        pl.concat(candidates) if candidates else pl.DataFrame(schema=contributions_schema(spec))
+    )
+    accepted, duplicates = split_duplicates(previous.contributions, new_rows)
+    counts = {
+        name: dict(
+            frame.group_by("contributor", "batch_id")
+            .len()
+            .select(pl.concat_str("contributor", "batch_id", separator="\0"), "len")
+            .iter_rows()
+        )
+        for name, frame in (("accepted", accepted), ("duplicates", duplicates))
+    }
+    for summary in summaries:
+        key = f"{summary['contributor']}\0{summary['batch_id']}"
+        summary["accepted"] = counts["accepted"].get(key, 0)
+        summary["duplicates"] = counts["duplicates"].get(key, 0)
     new_batches = pl.DataFrame(summaries, schema=BATCHES_SCHEMA) if summaries else None
     return IngestResult(
-        contributions=_concat(previous.contributions, parts["contributions"]),
-        quarantine=_concat(previous.quarantine, parts["quarantine"]),
-        duplicates=_concat(previous.duplicates, parts["duplicates"]),
+        contributions=_concat(previous.contributions, [accepted]),
+        quarantine=_concat(previous.quarantine, quarantined),
+        duplicates=_concat(previous.duplicates, [duplicates]),
         batches=_concat(previous.batches, [new_batches] if new_batches is not None else []),
         new_batches=summaries,
     )
