@@ -14,7 +14,12 @@ from assets.quality import CONTRIBUTOR_QUALITY_SCHEMA
 from assets.training import label_vector
 from ledger.lake import Lake
 from openledger_pipelines.ingestion import contributions_table, current_spec, read_or_empty
-from openledger_pipelines.ledgered import ledger_check, materialization, write_table
+from openledger_pipelines.ledgered import (
+    ledger_check,
+    ledger_check_specs,
+    materialization,
+    write_table,
+)
 from openledger_pipelines.modeling import training_table, validation_table
 from openledger_pipelines.partitions import datanet_partitions
 from openledger_pipelines.resources import LakeResource
@@ -54,7 +59,7 @@ def valued_rows(store: Lake, datanet: str) -> tuple[pl.DataFrame, str]:
             asset="contributor_values",
             description="Values sum to U(all) - U(∅) within their stated error.",
         ),
-        dg.AssetCheckSpec("ledger_matches", asset="contributor_values", blocking=True),
+        *ledger_check_specs("contributor_values"),
     ],
 )
 def contributor_values(context: dg.AssetExecutionContext, lake: LakeResource):
@@ -119,7 +124,7 @@ def contributor_values(context: dg.AssetExecutionContext, lake: LakeResource):
     group_name="attribution",
     kinds={"delta"},
     deps=["contributions", "validation"],
-    check_specs=[dg.AssetCheckSpec("ledger_matches", asset="point_values", blocking=True)],
+    check_specs=ledger_check_specs("point_values"),
 )
 def point_values_asset(context: dg.AssetExecutionContext, lake: LakeResource):
     """Exact KNN-Shapley value of every training row (flags the lowest-value rows)."""
@@ -164,8 +169,7 @@ def point_values_asset(context: dg.AssetExecutionContext, lake: LakeResource):
     pool="ledger",
     check_specs=[
         dg.AssetCheckSpec("shares_sum_to_one", asset="inference_attributions", blocking=True),
-        dg.AssetCheckSpec("ledger_matches", asset="inferences", blocking=True),
-        dg.AssetCheckSpec("ledger_matches", asset="inference_attributions", blocking=True),
+        *ledger_check_specs("inferences", "inference_attributions"),
     ],
 )
 def inferences(context: dg.AssetExecutionContext, lake: LakeResource):

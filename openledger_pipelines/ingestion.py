@@ -23,7 +23,12 @@ from assets.ingest import (
 )
 from assets.layout import inbox_dir, registrations, spec_path
 from ledger.lake import Lake, LakeError
-from openledger_pipelines.ledgered import ledger_check, materialization, write_table
+from openledger_pipelines.ledgered import (
+    ledger_check,
+    ledger_check_specs,
+    materialization,
+    write_table,
+)
 from openledger_pipelines.partitions import datanet_partitions
 from openledger_pipelines.resources import LakeResource
 
@@ -188,15 +193,7 @@ INGEST_OUTPUTS = ("contributions", "quarantine", "duplicates", "batches")
             blocking=True,
             description="rows in = accepted + quarantined + duplicates.",
         ),
-        *[
-            dg.AssetCheckSpec(
-                "ledger_matches",
-                asset=name,
-                blocking=True,
-                description="The committed version recomputes to its ledger root.",
-            )
-            for name in INGEST_OUTPUTS
-        ],
+        *ledger_check_specs(*INGEST_OUTPUTS),
     ],
 )
 def ingest(context: dg.AssetExecutionContext, lake: LakeResource):

@@ -66,6 +66,19 @@ def materialization(
     return dg.MaterializeResult(asset_key=asset_key, metadata=metadata)  # type: ignore[arg-type]
 
 
+def ledger_check_specs(*asset_keys: str) -> list[dg.AssetCheckSpec]:
+    """The blocking `ledger_matches` check of each asset an op writes."""
+    return [
+        dg.AssetCheckSpec(
+            "ledger_matches",
+            asset=key,
+            blocking=True,
+            description="The committed Delta version recomputes to its ledger root.",
+        )
+        for key in asset_keys
+    ]
+
+
 def ledger_check(lake: Lake, committed: Committed, asset_key: str) -> dg.AssetCheckResult:
     """Re-read the committed version and recompute its root against the ledger entry."""
     diffs = verify_entry_data(lake, committed.entry)

@@ -22,7 +22,12 @@ from openledger_pipelines.ingestion import (
     datanets,
     read_or_empty,
 )
-from openledger_pipelines.ledgered import ledger_check, materialization, write_table
+from openledger_pipelines.ledgered import (
+    ledger_check,
+    ledger_check_specs,
+    materialization,
+    write_table,
+)
 from openledger_pipelines.partitions import datanet_partitions
 from openledger_pipelines.resources import LakeResource
 
@@ -109,8 +114,7 @@ def validation(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mate
             blocking=True,
             description="Everyone who contributed has a quality row.",
         ),
-        dg.AssetCheckSpec("ledger_matches", asset="quality", blocking=True),
-        dg.AssetCheckSpec("ledger_matches", asset="contributor_quality", blocking=True),
+        *ledger_check_specs("quality", "contributor_quality"),
     ],
 )
 def quality(context: dg.AssetExecutionContext, lake: LakeResource):
@@ -214,10 +218,7 @@ def _model_card_markdown(chart_png: bytes, metrics: dict[str, float]) -> str:
     ],
     partitions_def=datanet_partitions,
     pool="ledger",
-    check_specs=[
-        dg.AssetCheckSpec("ledger_matches", asset=name, blocking=True)
-        for name in ("training_rows", "models", "feature_attribution")
-    ],
+    check_specs=ledger_check_specs("training_rows", "models", "feature_attribution"),
 )
 def models(context: dg.AssetExecutionContext, lake: LakeResource):
     """Train the Datanet's model on the accepted rows, evaluate it, explain it with SHAP."""
