@@ -85,7 +85,7 @@ def value_contributors(
             utility_factory=partial(build_utility, spec, rows, validation, players),
             progress=progress,
         )
-    result.notes["fits"] = utility.fits
+    result.notes["fits"] = utility.fits + result.notes.get("worker_fits", 0)
     return result
 
 

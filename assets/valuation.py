@@ -74,7 +74,9 @@ class DatanetUtility:
             mean = float(self.y[rows].mean()) if rows.size else 0.0
             return bounded_metric(self.spec, self.y_val, np.full(n, mean))
         k = n_classes(self.spec)
-        if mask == 0:
+        if mask == 0:  # knowing nothing: a uniform guess (argmax would favour class 0)
+            if self.spec.metric in ("accuracy", "balanced_accuracy"):
+                return 1.0 / k
             return bounded_metric(self.spec, self.y_val, np.full((n, k), 1.0 / k))
         only = int(self.y[self._rows(mask)][0])
         return bounded_metric(self.spec, self.y_val, np.eye(k)[np.full(n, only)])
@@ -173,7 +175,7 @@ def exact_shapley(utility: Utility, players: Sequence[str]) -> ValuationResult:
 
 def _scan(
     utility: Utility, permutation: np.ndarray, u_all: float, u_empty: float, tolerance: float
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, int, int]:
     """Marginal contributions along one permutation, truncated once the prefix is within
     `tolerance`·|U(all) − U(∅)| of U(all) (the rest are taken as 0, Ghorbani & Zou 2019)."""
     marginal = np.zeros(len(permutation))
@@ -187,7 +189,7 @@ def _scan(
         evaluated += 1
         marginal[player] = current - previous
         previous = current
-    return marginal, evaluated
+    return marginal, evaluated, evaluated  # (marginals, utility calls, players reached)
 
 
 _WORKER_UTILITY: Utility | None = None
@@ -198,9 +200,14 @@ def _init_worker(factory: Callable[[], Utility]) -> None:
     _WORKER_UTILITY = factory()
 
 
-def _scan_in_worker(args: tuple[np.ndarray, float, float, float]) -> tuple[np.ndarray, int]:
+def _scan_in_worker(
+    args: tuple[np.ndarray, float, float, float],
+) -> tuple[np.ndarray, int, int, int]:
+    """`_scan` in a worker, plus the model fits it cost there (counted in the result)."""
     assert _WORKER_UTILITY is not None
-    return _scan(_WORKER_UTILITY, *args)
+    before = getattr(_WORKER_UTILITY, "fits", 0)
+    marginal, calls, reached = _scan(_WORKER_UTILITY, *args)
+    return marginal, calls, reached, getattr(_WORKER_UTILITY, "fits", 0) - before
 
 
 def permutation_shapley(
@@ -227,7 +234,8 @@ def permutation_shapley(
     u_all, u_empty = utility((1 << g) - 1), utility(0)
     evaluations = 2
     sums, squares = np.zeros(g), np.zeros(g)
-    counts = np.zeros(g, dtype=np.int64)
+    reached = np.zeros(g, dtype=np.int64)
+    worker_fits = 0
     pairs = 0
     pool = None
     if workers > 1:
@@ -249,17 +257,23 @@ def permutation_shapley(
                 else [_scan(utility, *job) for job in jobs]
             )
             for k in range(0, len(scanned), 2):
-                (first, n1), (second, n2) = scanned[k], scanned[k + 1]
+                for job, outcome in zip(jobs[k : k + 2], scanned[k : k + 2], strict=True):
+                    reached[job[0][: outcome[2]]] += 1  # players actually evaluated
+                    worker_fits += outcome[3] if len(outcome) > 3 else 0
+                first, n1 = scanned[k][0], scanned[k][1]
+                second, n2 = scanned[k + 1][0], scanned[k + 1][1]
                 pair_mean = (first + second) / 2
                 sums += pair_mean
                 squares += pair_mean**2
-                counts += 2
                 evaluations += n1 + n2
                 pairs += 1
             mean = sums / pairs
             variance = np.maximum(squares / pairs - mean**2, 0.0) * pairs / max(pairs - 1, 1)
             std_errors = np.sqrt(variance / pairs)
             stop, converged = stopping.done(std_errors, pairs, evaluations)
+            # truncation leaves late players unevaluated: no claim until each was reached
+            converged = converged and int(reached.min()) >= stopping.min_pairs
+            stop = converged or evaluations >= stopping.max_evaluations
             if progress:
                 progress(pairs, evaluations, float(np.max(stopping.z * std_errors)))
             if stop:
@@ -271,10 +285,15 @@ def permutation_shapley(
         list(players),
         mean,
         std_errors,
-        counts,
+        reached,  # marginal contributions actually evaluated (truncated ones excluded)
         "tmc_antithetic",
         evaluations,
         converged,
         u_all - u_empty,
-        {"pairs": pairs, "truncation": truncation},
+        {
+            "pairs": pairs,
+            "truncation": truncation,
+            "worker_fits": worker_fits,
+            "least_reached": int(reached.min()),
+        },
     )
