@@ -174,6 +174,6 @@ def root_of_leaf_hashes(hashes: np.ndarray) -> bytes:
     return builder.root()
 
 
-def leaf_messages(leaves: list[bytes]) -> pa.LargeBinaryArray:
+def prefixed_leaves(leaves: list[bytes]) -> pa.LargeBinaryArray:
     """`0x00 || d` for each raw leaf, as an Arrow array ready for `sha256_binary`."""
     return pa.array([LEAF_PREFIX + d for d in leaves], type=pa.large_binary())

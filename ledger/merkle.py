@@ -18,7 +18,7 @@ import numpy as np
 
 from ledger.hashing import (
     EMPTY_ROOT,
-    leaf_messages,
+    prefixed_leaves,
     root_of_leaf_hashes,
     sha256_binary,
 )
@@ -48,7 +48,7 @@ __all__ = [
 
 def leaf_hashes(leaves: Sequence[bytes]) -> np.ndarray:
     """Leaf hashes of raw leaf data, as an (n, 32) uint8 matrix."""
-    return sha256_binary(leaf_messages(list(leaves)))
+    return sha256_binary(prefixed_leaves(list(leaves)))
 
 
 def _largest_power_of_two_below(n: int) -> int:
