@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 CONTRIBUTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+MAX_AMOUNT = 2**62  # amounts are int64 base units; pools and fees stay well inside
 RESERVED_COLUMNS = {"datanet", "contributor", "batch_id", "received_at", "row_hash", "row_index"}
 
 
@@ -127,13 +128,37 @@ class ValuationPolicy(_Strict):
 
 
 class RewardPolicy(_Strict):
-    """How an epoch's pool is split (issue 6 reads these)."""
+    """How an epoch's pool and the inference fees are split, and how the policy itself
+    changes (governance). Shares are integer basis points, so every split stays exact."""
 
     epoch_days: int = Field(default=7, ge=1, le=366)
-    pool_per_epoch: int = Field(default=1_000_000_000, ge=0)  # base units
+    pool_per_epoch: int = Field(default=1_000_000_000, ge=0, le=MAX_AMOUNT)  # base units
     z: float = Field(default=1.0, ge=0, le=10)
     max_share_per_contributor: float = Field(default=1.0, gt=0, le=1)
-    fee_per_inference: int = Field(default=1_000_000, ge=0)  # base units
+    fee_per_inference: int = Field(default=1_000_000, ge=0, le=MAX_AMOUNT)  # base units
+    fee_contributors_bps: int = Field(default=7000, ge=0, le=10_000)
+    fee_model_owner_bps: int = Field(default=2000, ge=0, le=10_000)
+    fee_datanet_owner_bps: int = Field(default=1000, ge=0, le=10_000)
+    model_owner: str | None = None  # who trains and serves the model; default: the owner
+    quorum_bps: int = Field(default=3000, ge=0, le=10_000)  # turnout needed, of all weight
+    threshold_bps: int = Field(default=5000, ge=0, lt=10_000)  # yes must exceed this share
+    voting_days: float = Field(default=3.0, gt=0, le=366)
+
+    @model_validator(mode="after")
+    def _fee_shares(self) -> RewardPolicy:
+        total = self.fee_contributors_bps + self.fee_model_owner_bps + self.fee_datanet_owner_bps
+        if total != 10_000:
+            raise ValueError(f"fee shares must sum to 10000 basis points, not {total}")
+        if self.model_owner is not None:
+            check_contributor_id(self.model_owner)
+        return self
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def policy_hash(self) -> str:
+        """The policy's version: SHA-256 of its canonical JSON."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
 
 
 class ValidationSource(_Strict):

@@ -50,8 +50,10 @@ def serve(
     model_id: str,
     queries: pl.DataFrame,
     served_at: datetime | None = None,
+    fee: int | None = None,
 ) -> pl.DataFrame:
-    """Predictions for the queries, as rows of the `inferences` table."""
+    """Predictions for the queries, as rows of the `inferences` table; each carries `fee`
+    (the fee of the reward policy in force; default: the spec's)."""
     if hashlib.sha256(model_bytes).hexdigest() != model_id:
         raise SpecError(f"model file does not hash to model id {model_id}")
     booster = load_model(model_bytes)
@@ -75,7 +77,7 @@ def serve(
             "model_id": [model_id] * queries.height,
             "query_hash": hashes,
             "prediction": labels,
-            "fee": [spec.rewards.fee_per_inference] * queries.height,
+            "fee": [spec.rewards.fee_per_inference if fee is None else fee] * queries.height,
             "served_at": [when] * queries.height,
             "query_json": [
                 r for r in queries.select(pl.struct(pl.all()).struct.json_encode()).to_series()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,6 +207,19 @@ def new_contributor_key(
     return path, public
 
 
+def signer(key_file: Path, contributor: str) -> Callable[[bytes], str]:
+    """A function signing messages (hex signature) with a contributor's key file; a file
+    that names someone else is refused."""
+    try:
+        doc = json.loads(key_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot read key file {key_file}: {exc}") from exc
+    if doc.get("contributor") != contributor:
+        raise SpecError(f"{key_file} belongs to {doc.get('contributor')!r}, not {contributor!r}")
+    private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(doc["private_key"]))
+    return lambda message: private.sign(message).hex()
+
+
 def submit(
     root: Path,
     datanet: str,
@@ -228,13 +242,7 @@ def submit(
     signature = None
     key_file = key_file or key_path(root, datanet, contributor)
     if sign and key_file.exists():
-        doc = json.loads(key_file.read_text(encoding="utf-8"))
-        if doc.get("contributor") != contributor:
-            raise SpecError(
-                f"{key_file} belongs to {doc.get('contributor')!r}, not {contributor!r}"
-            )
-        private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(doc["private_key"]))
-        signature = private.sign(signing_message(datanet, contributor, batch_id)).hex()
+        signature = signer(key_file, contributor)(signing_message(datanet, contributor, batch_id))
     target.write_bytes(data)
     manifest = {
         "contributor": contributor,

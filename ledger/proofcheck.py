@@ -248,6 +248,8 @@ def check_proof_document(doc: Any) -> tuple[bool, str]:
                 if ok
                 else "consistency proof does NOT verify (%d -> %d)"
             ) % (doc["old_size"], doc["new_size"])
+        if kind == "openledger-contributor-proof/v1":
+            return _check_contributor_proof(doc)
         if kind != "openledger-inclusion-proof/v1":
             return False, f"unknown proof format {kind!r}"
         data, entry = doc["data"], doc["entry"]
@@ -294,6 +296,40 @@ def check_proof_document(doc: Any) -> tuple[bool, str]:
         )
     except Exception as exc:  # malformed document
         return False, f"malformed proof document: {exc.__class__.__name__}: {exc}"
+
+
+def _check_contributor_proof(doc: Any) -> tuple[bool, str]:
+    """A model's row names its training-set entry; every row proof must be in that entry,
+    belong to the contributor, and hang off the same ledger as the model's proof."""
+    model = doc["model"]
+    ok, message = check_proof_document(model)
+    if not ok:
+        return False, f"model proof: {message}"
+    if model["row"].get("model_id") != doc["model_id"]:
+        return False, "the model proof is for another model"
+    rows = doc["rows"]
+    if not isinstance(rows, list) or not rows:
+        return False, "no row proofs"
+    for i, proof in enumerate(rows):
+        ok, message = check_proof_document(proof)
+        if not ok:
+            return False, f"row proof {i}: {message}"
+        if proof["row"].get("contributor") != doc["contributor"]:
+            return False, f"row proof {i} is a row of {proof['row'].get('contributor')!r}"
+        if proof["entry"]["index"] != model["row"]["training_ledger_seq"]:
+            return False, f"row proof {i} is not in the model's training-set entry"
+        if proof["data"]["root"] != model["row"]["training_root"]:
+            return False, f"row proof {i} is under another root than the model's training set"
+        if proof["entry"]["log_root"] != model["entry"]["log_root"]:
+            return False, f"row proof {i} is against another ledger state than the model's"
+    indices = [p["data"]["index"] for p in rows]
+    if len(set(indices)) != len(indices):
+        return False, "the same row is proved twice"
+    return True, (
+        f"{len(rows)} row(s) of {doc['contributor']} are in the training set of model "
+        f"{doc['model_id']} (ledger entry {model['row']['training_ledger_seq']}, root "
+        f"{model['row']['training_root']}) under log root {model['entry']['log_root']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,10 @@ entry's leaf is included); the entry is in the ledger's log root at a given size
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -70,34 +72,34 @@ def _row_mask(table: pa.Table, key_values: Mapping[str, object]) -> pa.Array:
     return mask
 
 
-def inclusion_proof_document(
-    lake: Lake,
-    table: str,
-    key_values: Mapping[str, object],
-    *,
-    version: int | None = None,
-    partition_key: str | None = None,
-) -> dict[str, Any]:
-    """Proof that the row selected by `key_values` is in a committed table version."""
-    entries = lake.ledger.entries()
-    entry = find_entry(lake, table, version, partition_key, entries)
+@dataclass(frozen=True)
+class _Snapshot:
+    """A committed table version, in tree order, with its leaf hashes and the log."""
+
+    entries: list[LedgerEntry]
+    entry: LedgerEntry
+    ordered: pa.Table
+    hashes: np.ndarray
+    log_hashes: np.ndarray
+
+
+def _snapshot(lake: Lake, entry: LedgerEntry, entries: list[LedgerEntry]) -> _Snapshot:
+    name = entry.table_uri.rsplit("/", 1)[-1]
     partition = (entry.partition_column, entry.partition_key) if entry.partition_column else None
-    rows = lake.read(table, entry.delta_version, partition)  # type: ignore[arg-type]
+    rows = lake.read(name, entry.delta_version, partition)  # type: ignore[arg-type]
     ordered = sorted_table(rows, [c for c in entry.row_key.split(",") if c])
-    indices = pc.indices_nonzero(_row_mask(ordered, key_values)).to_pylist()
-    if len(indices) != 1:
-        raise ProofError(
-            f"{len(indices)} rows match {dict(key_values)} in {entry.table_uri} "
-            f"v{entry.delta_version}; a proof needs exactly one (add key columns)"
-        )
-    index = indices[0]
     hashes = leaf_hash_matrix(ordered)
     if root_of_leaf_hashes(hashes).hex() != entry.data_root:
         raise ProofError(
             f"{entry.table_uri} v{entry.delta_version} no longer matches ledger entry "
             f"{entry.seq}; run `openledger verify`"
         )
-    log_hashes = entry_hash_matrix(entries)
+    return _Snapshot(entries, entry, ordered, hashes, entry_hash_matrix(entries))
+
+
+def _row_proof(snap: _Snapshot, index: int) -> dict[str, Any]:
+    """The inclusion proof document of row `index` (tree order) of a snapshot."""
+    entries, entry, ordered = snap.entries, snap.entry, snap.ordered
     leaf = encode_rows(ordered.slice(index, 1))[0]
     return {
         "format": "openledger-inclusion-proof/v1",
@@ -109,7 +111,7 @@ def inclusion_proof_document(
             "leaf": leaf.hex(),
             "index": index,
             "size": ordered.num_rows,
-            "path": [h.hex() for h in inclusion_proof_from_hashes(hashes, index)],
+            "path": [h.hex() for h in inclusion_proof_from_hashes(snap.hashes, index)],
             "root": entry.data_root,
         },
         "entry": {
@@ -117,15 +119,74 @@ def inclusion_proof_document(
             "leaf": entry.leaf().hex(),
             "index": entry.seq,
             "log_size": len(entries),
-            "path": [h.hex() for h in inclusion_proof_from_hashes(log_hashes, entry.seq)],
+            "path": [h.hex() for h in inclusion_proof_from_hashes(snap.log_hashes, entry.seq)],
             "log_root": entries[-1].log_root,
             "head": {
                 "leaf": entries[-1].leaf().hex(),
                 "path": [
-                    h.hex() for h in inclusion_proof_from_hashes(log_hashes, len(entries) - 1)
+                    h.hex() for h in inclusion_proof_from_hashes(snap.log_hashes, len(entries) - 1)
                 ],
             },
         },
+    }
+
+
+def _matching(snap: _Snapshot, key_values: Mapping[str, object]) -> list[int]:
+    return pc.indices_nonzero(_row_mask(snap.ordered, key_values)).to_pylist()
+
+
+def inclusion_proof_document(
+    lake: Lake,
+    table: str,
+    key_values: Mapping[str, object],
+    *,
+    version: int | None = None,
+    partition_key: str | None = None,
+) -> dict[str, Any]:
+    """Proof that the row selected by `key_values` is in a committed table version."""
+    entries = lake.ledger.entries()
+    entry = find_entry(lake, table, version, partition_key, entries)
+    snap = _snapshot(lake, entry, entries)
+    indices = _matching(snap, key_values)
+    if len(indices) != 1:
+        raise ProofError(
+            f"{len(indices)} rows match {dict(key_values)} in {entry.table_uri} "
+            f"v{entry.delta_version}; a proof needs exactly one (add key columns)"
+        )
+    return _row_proof(snap, indices[0])
+
+
+def contributor_proof_document(
+    lake: Lake, contributor: str, model_id: str, limit: int | None = None
+) -> dict[str, Any]:
+    """Proof that a contributor's rows are in the training set committed for a model:
+    the model's row in `models` (naming its training entry) and one inclusion proof per
+    row of the contributor in that training-set version (the first `limit`, if given)."""
+    entries = lake.ledger.entries()
+    models_entries = [e for e in entries if e.table_uri == lake.table_uri("models")]
+    for entry in reversed(models_entries):
+        snap = _snapshot(lake, entry, entries)
+        found = _matching(snap, {"model_id": model_id})
+        if found:
+            break
+    else:
+        raise ProofError(f"no model {model_id!r} in the ledgered models table")
+    model_proof = _row_proof(snap, found[0])
+    seq = model_proof["row"]["training_ledger_seq"]
+    if not isinstance(seq, int) or not 0 <= seq < len(entries):
+        raise ProofError(f"model {model_id} names no valid training ledger entry")
+    training = _snapshot(lake, entries[seq], entries)
+    rows = _matching(training, {"contributor": contributor})
+    if not rows:
+        raise ProofError(f"{contributor} has no rows in the training set of model {model_id}")
+    chosen = rows[: limit if limit is not None else len(rows)]
+    return {
+        "format": "openledger-contributor-proof/v1",
+        "contributor": contributor,
+        "model_id": model_id,
+        "rows_in_training_set": len(rows),
+        "model": model_proof,
+        "rows": [_row_proof(training, i) for i in chosen],
     }
 
 

@@ -33,3 +33,13 @@ def connect(lake: Lake, versions: Mapping[str, int] | None = None) -> duckdb.Duc
     if ledger is not None:
         con.register("ledger", ledger.to_pyarrow_dataset())
     return con
+
+
+def rows_where(lake: Lake, table: str, where: str, params: list[object]) -> list[dict[str, object]]:
+    """Rows of a lake table matching a SQL condition, as dicts (none if no such table)."""
+    check_table_name(table)
+    if table not in lake.table_names():
+        return []
+    result = connect(lake).execute(f"select * from {table} where {where}", params)
+    names = [d[0] for d in result.description]  # type: ignore[union-attr]
+    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]

@@ -1,17 +1,20 @@
-"""Jobs, the inbox sensor and the daily schedule."""
+"""Jobs, the inbox sensor, the daily batch and the epoch-closing schedule."""
 
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from assets.datanets import SpecError
 from assets.layout import datanet_fingerprint, spec_names
-from openledger_pipelines.partitions import datanet_partitions
+from openledger_pipelines.ingestion import current_spec_at
+from openledger_pipelines.partitions import datanet_partitions, epoch_partitions
 from openledger_pipelines.resources import LakeResource
+from openledger_pipelines.rewards import epoch_due, epoch_job
 
 datanet_job = dg.define_asset_job(
     "datanet_job",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("rewards"),
     description="Everything for one Datanet: spec, contributors, ingestion and later stages.",
 )
 
@@ -56,3 +59,32 @@ def daily_batch(context: dg.ScheduleEvaluationContext):
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     for name in context.instance.get_dynamic_partitions(datanet_partitions.name):
         yield dg.RunRequest(partition_key=name, run_key=f"daily:{day}:{name}")
+
+
+@dg.schedule(
+    job=epoch_job,
+    cron_schedule="30 2 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def epoch_closer(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+    """Close every Datanet's epoch that has run its `epoch_days` (after the daily batch)."""
+    store = lake.open()
+    now = context.scheduled_execution_time or datetime.now(UTC)
+    known = set(context.instance.get_dynamic_partitions(epoch_partitions.name))
+    for name in context.instance.get_dynamic_partitions(datanet_partitions.name):
+        try:
+            spec = current_spec_at(lake.root_path(), name)
+        except SpecError as exc:
+            context.log.warning(f"{name}: {exc}")
+            continue
+        epoch = epoch_due(store, name, spec.rewards.epoch_days, now)
+        if epoch is None:
+            continue
+        if str(epoch) not in known:
+            context.instance.add_dynamic_partitions(epoch_partitions.name, [str(epoch)])
+            known.add(str(epoch))
+        yield dg.RunRequest(
+            partition_key=dg.MultiPartitionKey({"datanet": name, "epoch": str(epoch)}),
+            run_key=f"epoch:{name}:{epoch}",
+        )

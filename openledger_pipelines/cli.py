@@ -37,9 +37,14 @@ from ledger.encoding import UnsupportedTypeError
 from ledger.lake import Lake, LakeError
 from ledger.log import LedgerError
 from ledger.proofcheck import check_proof_document
-from ledger.proofs import consistency_proof_document, inclusion_proof_document
-from ledger.sql import connect
+from ledger.proofs import (
+    consistency_proof_document,
+    contributor_proof_document,
+    inclusion_proof_document,
+)
+from ledger.sql import connect, rows_where
 from ledger.verify import verify_lake
+from openledger_pipelines.statements import payouts_table, statement_rows, statement_table
 from openledger_pipelines.version import code_version
 
 app = typer.Typer(
@@ -157,21 +162,40 @@ def verify(
 @app.command()
 @friendly_errors
 def prove(
-    table: Annotated[str, typer.Option(help="Table name, e.g. contributions.")],
-    key: Annotated[list[str], typer.Option(help="column=value selecting the row (repeat).")],
     lake: LakeOption = DEFAULT_LAKE,
+    table: Annotated[str | None, typer.Option(help="Table name, e.g. contributions.")] = None,
+    key: Annotated[
+        list[str] | None, typer.Option(help="column=value selecting the row (repeat).")
+    ] = None,
     version: Annotated[int | None, typer.Option(help="Delta version (default: latest).")] = None,
     partition: Annotated[str | None, typer.Option(help="Partition key (e.g. Datanet).")] = None,
+    contributor: Annotated[
+        str | None, typer.Option(help="With --model: prove this contributor's rows.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model id (see `model show`).")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="With --contributor: at most this many rows.")
+    ] = None,
     output: Annotated[Path | None, typer.Option("--out", help="Write the proof here.")] = None,
 ) -> None:
-    """Inclusion proof (self-contained JSON) that a row is in a committed table version."""
-    doc = inclusion_proof_document(
-        open_lake(lake),
-        table,
-        _parse_pairs(key, "--key"),
-        version=version,
-        partition_key=partition,
-    )
+    """Inclusion proof (self-contained JSON): a row in a committed table version
+    (--table/--key), or a contributor's rows in a model's training set (--contributor/--model)."""
+    if contributor is not None or model is not None:
+        if contributor is None or model is None or table is not None or key:
+            raise ValueError("give --contributor and --model together (and no --table/--key)")
+        doc = contributor_proof_document(
+            open_lake(lake), check_contributor_id(contributor), model, limit
+        )
+    elif table is None or not key:
+        raise ValueError("give --table and --key, or --contributor and --model")
+    else:
+        doc = inclusion_proof_document(
+            open_lake(lake),
+            table,
+            _parse_pairs(key, "--key"),
+            version=version,
+            partition_key=partition,
+        )
     _write_json(doc, output)
 
 
@@ -421,6 +445,7 @@ def infer(
 ) -> None:
     """Serve predictions from the Datanet's current model and log them for attribution."""
     from assets.inference import current_model, read_queries, serve, write_log
+    from openledger_pipelines.governance import policy_in_force
     from openledger_pipelines.ingestion import current_spec_at, read_or_empty
     from openledger_pipelines.modeling import MODELS_SCHEMA
 
@@ -433,6 +458,7 @@ def infer(
         (root / str(model["model_path"])).read_bytes(),
         str(model["model_id"]),
         read_queries(spec, file),
+        fee=policy_in_force(target, root, datanet).fee_per_inference,
     )
     log = write_log(root, datanet, served)
     grid = Table("#", "prediction", "query hash", "fee")
@@ -509,6 +535,371 @@ def demo(lake: LakeOption = DEFAULT_LAKE) -> None:
 
     if not run_demo(open_lake(lake), out, code_version=code_version()):
         raise typer.Exit(1)
+
+
+# --- stage 4: epochs, statements, recompute, governance ------------------------------------
+epoch_app = typer.Typer(help="Reward epochs: close and list.", no_args_is_help=True)
+app.add_typer(epoch_app, name="epoch")
+STATEMENT_FIELDS = (
+    "datanet",
+    "epoch",
+    "contributor",
+    "value",
+    "std_error",
+    "quality",
+    "amount_pool",
+    "amount_fees",
+    "flags",
+)
+
+
+def _datanets_or_all(root: Path, datanet: list[str] | None) -> list[str]:
+    names = spec_names(root)
+    for name in datanet or []:
+        check_datanet_name(name)
+        if name not in names:
+            raise SpecError(f"no Datanet {name!r}")
+    return list(datanet or names)
+
+
+@epoch_app.command("close")
+@friendly_errors
+def epoch_close(
+    lake: LakeOption = DEFAULT_LAKE,
+    datanet: Annotated[
+        list[str] | None, typer.Option(help="Only these Datanets (default: all).")
+    ] = None,
+    epoch: Annotated[int | None, typer.Option(help="Epoch (default: the open one).")] = None,
+    log_level: Annotated[str, typer.Option(help="Dagster console log level.")] = "WARNING",
+) -> None:
+    """Close the open epoch now (or re-check a closed one) and print its payouts."""
+    from openledger_pipelines.rewards import next_epoch
+    from openledger_pipelines.runner import persistent_instance, run_epoch
+
+    store = open_lake(lake)
+    root = store.root_path()
+    failed = False
+    for name in _datanets_or_all(root, datanet):
+        number = next_epoch(store, name) if epoch is None else epoch
+        result = run_epoch(root, persistent_instance(root), name, number, log_level.upper())
+        if not result.success:
+            failed = True
+            out.print(f"{name} epoch {number}: [red]FAILED[/] (run {result.run_id[:8]})")
+            for event in result.all_events:
+                if event.is_failure and event.event_specific_data is not None:
+                    error = getattr(event.event_specific_data, "error", None)
+                    if error is not None:
+                        out.print(f"  {error.message.strip()}", highlight=False)
+            continue
+        out.print(payouts_table(store, name, number))
+    if failed:
+        raise typer.Exit(1)
+
+
+@epoch_app.command("list")
+@friendly_errors
+def epoch_list(lake: LakeOption = DEFAULT_LAKE) -> None:
+    """Closed epochs: pool, payouts, carry-over, fees, policy."""
+    rows = rows_where(open_lake(lake), "epochs", "true order by datanet, epoch", [])
+    grid = Table("datanet", "epoch", "closed at", "pool", "paid", "carried out", "fees", "policy")
+    for r in rows:
+        grid.add_row(
+            r["datanet"],
+            str(r["epoch"]),
+            str(r["closed_at"])[:19],
+            f"{r['pool']:,}",
+            f"{r['paid_pool']:,}",
+            f"{r['carried_out']:,}",
+            f"{r['fees_total']:,}",
+            r["policy_hash"][:12],
+        )
+    out.print(grid)
+
+
+@app.command()
+@friendly_errors
+def statement(
+    contributor: Annotated[str, typer.Option(help="Contributor id.")],
+    lake: LakeOption = DEFAULT_LAKE,
+    epoch: Annotated[int | None, typer.Option(help="Only this epoch.")] = None,
+    datanet: Annotated[str | None, typer.Option(help="Only this Datanet.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list of objects.")] = False,
+) -> None:
+    """What a contributor earned and why, per Datanet and epoch, with the ledger entries."""
+    rows = statement_rows(open_lake(lake), contributor, epoch, datanet)
+    if as_json:
+        print(json.dumps(rows, default=str, indent=2))
+        return
+    if not rows:
+        raise SpecError(f"no statement for {contributor!r} (is an epoch closed?)")
+    for row in rows:
+        out.print(statement_table(row))
+
+
+@app.command()
+@friendly_errors
+def recompute(
+    epoch: Annotated[int, typer.Option(help="The closed epoch to rebuild.")],
+    lake: LakeOption = DEFAULT_LAKE,
+    datanet: Annotated[
+        list[str] | None, typer.Option(help="Only these Datanets (default: all).")
+    ] = None,
+) -> None:
+    """Rebuild every reward of a closed epoch from the ledgered tables alone; exit 1 on
+    any difference."""
+    from assets.recompute import closed_epochs, recompute_epoch
+
+    store = open_lake(lake)
+    names = [
+        n for n in _datanets_or_all(store.root_path(), datanet) if epoch in closed_epochs(store, n)
+    ]
+    if not names:
+        raise SpecError(f"epoch {epoch} is not closed for any Datanet")
+    different = False
+    for name in names:
+        result = recompute_epoch(store, name, epoch)
+        if result.differences:
+            different = True
+            out.print(f"[bold red]DIFFERENT[/]: {name} epoch {epoch}", highlight=False)
+            for line in result.differences:
+                out.print(f"  - {line}", highlight=False)
+            continue
+        paid = int(result.closed.rewards["amount"].sum() or 0)
+        out.print(
+            f"[green]REPRODUCED[/]: {name} epoch {epoch}: {result.closed.rewards.height} "
+            f"reward rows ({paid:,} base units) and {result.closed.statements.height} "
+            "statements, bit for bit, from ledger-checked inputs",
+            highlight=False,
+        )
+    if different:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def report(
+    epoch: Annotated[int, typer.Option(help="The closed epoch to report.")],
+    lake: LakeOption = DEFAULT_LAKE,
+    output: Annotated[Path | None, typer.Option("--out", help="HTML file to write.")] = None,
+    datanet: Annotated[
+        list[str] | None, typer.Option(help="Only these Datanets (default: all).")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report (tables and charts) of an epoch."""
+    import polars as pl
+
+    from assets.epochs import EPOCHS_SCHEMA, REWARDS_SCHEMA, STATEMENTS_SCHEMA
+    from assets.report import render_report
+
+    store = open_lake(lake)
+    names = _datanets_or_all(store.root_path(), datanet)
+    frames = {}
+    for table, schema in (
+        ("epochs", EPOCHS_SCHEMA),
+        ("rewards", REWARDS_SCHEMA),
+        ("statements", STATEMENTS_SCHEMA),
+    ):
+        rows = rows_where(store, table, "epoch = ?", [epoch])
+        frame = pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
+        frames[table] = frame.filter(pl.col("datanet").is_in(names))
+    if frames["epochs"].height == 0:
+        raise SpecError(f"epoch {epoch} is not closed for {', '.join(names) or 'any Datanet'}")
+    target = output or Path(f"openledger-epoch-{epoch}.html")
+    target.write_text(
+        render_report(
+            frames["epochs"],
+            frames["rewards"],
+            frames["statements"],
+            f"OpenLedger rewards, epoch {epoch}",
+        ),
+        encoding="utf-8",
+    )
+    out.print(f"wrote {target}", highlight=False)
+
+
+def _proposal_id(events: Any, prefix: str) -> str:
+    from assets.governance import proposals
+
+    ids = [p for p in proposals(events) if p.startswith(prefix.lower())]
+    if len(prefix) < 8 or len(ids) != 1:
+        raise SpecError(f"no single proposal matches {prefix!r} (give at least 8 characters)")
+    return ids[0]
+
+
+def _key_file(root: Path, datanet: str, contributor: str, key: Path | None) -> Path:
+    from assets.layout import key_path
+
+    path = key or key_path(root, datanet, contributor)
+    if not path.exists():
+        raise SpecError(f"no key file {path}; pass --key")
+    return path
+
+
+def _record_event(store: Lake, datanet: str, row: dict[str, Any], what: str) -> None:
+    from openledger_pipelines.governance import record
+
+    committed = record(store, datanet, row, run_id="cli", code=code_version())
+    out.print(f"{what} (ledger seq {committed.entry.seq})", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def propose(
+    datanet: Annotated[str, typer.Option(help="Datanet name.")],
+    contributor: Annotated[str, typer.Option(help="Proposer (a registered contributor).")],
+    change: Annotated[
+        list[str], typer.Option("--set", help="policy_field=value (JSON value), repeat.")
+    ],
+    lake: LakeOption = DEFAULT_LAKE,
+    description: Annotated[str, typer.Option(help="Why.")] = "",
+    key: Annotated[Path | None, typer.Option(help="Your key file (default: the lake's).")] = None,
+) -> None:
+    """Propose a reward-policy change; contributors vote on it until its deadline."""
+    from assets.governance import Proposal, proposal_message
+    from assets.governance import propose as make_proposal
+    from assets.layout import signer
+    from openledger_pipelines.governance import (
+        events,
+        policy_in_force,
+        registered_key,
+        rewards_paid,
+    )
+
+    store = open_lake(lake)
+    root = store.root_path()
+    check_datanet_name(datanet)
+    changes: dict[str, Any] = {}
+    for name, text in _parse_pairs(change, "--set").items():
+        try:
+            changes[name] = json.loads(text)
+        except json.JSONDecodeError:
+            changes[name] = text
+    proposal = Proposal(
+        datanet, check_contributor_id(contributor), changes, description, datetime.now(UTC)
+    )
+    history = events(store, datanet)
+    signature = signer(_key_file(root, datanet, contributor, key), contributor)(
+        proposal_message(datanet, proposal.proposal_id())
+    )
+    row = make_proposal(
+        history,
+        proposal,
+        signature,
+        registered_key(store, datanet, contributor),
+        rewards_paid(store, datanet),
+        policy_in_force(store, root, datanet),
+    )
+    _record_event(
+        store,
+        datanet,
+        row,
+        f"proposal {row['proposal_id']} recorded, voting until "
+        f"{json.loads(row['payload'])['deadline']}",
+    )
+
+
+@app.command()
+@friendly_errors
+def vote(
+    datanet: Annotated[str, typer.Option(help="Datanet name.")],
+    proposal: Annotated[str, typer.Option(help="Proposal id (or an 8+ character prefix).")],
+    contributor: Annotated[str, typer.Option(help="Your contributor id.")],
+    choice: Annotated[str, typer.Option(help="yes or no.")],
+    lake: LakeOption = DEFAULT_LAKE,
+    key: Annotated[Path | None, typer.Option(help="Your key file (default: the lake's).")] = None,
+) -> None:
+    """Vote on a proposal, signed with your registered key; weight = rewards paid to you."""
+    from assets.governance import vote as make_vote
+    from assets.governance import vote_message
+    from assets.layout import signer
+    from openledger_pipelines.governance import events, registered_key
+
+    store = open_lake(lake)
+    check_datanet_name(datanet)
+    history = events(store, datanet)
+    proposal_id = _proposal_id(history, proposal)
+    signature = signer(_key_file(store.root_path(), datanet, contributor, key), contributor)(
+        vote_message(datanet, proposal_id, contributor, choice)
+    )
+    row = make_vote(
+        history,
+        datanet,
+        proposal_id,
+        contributor,
+        choice,
+        signature,
+        registered_key(store, datanet, contributor),
+        datetime.now(UTC),
+    )
+    _record_event(
+        store,
+        datanet,
+        row,
+        f"vote {choice} by {contributor} with weight {row['weight']:,} recorded",
+    )
+
+
+@app.command()
+@friendly_errors
+def tally(
+    datanet: Annotated[str, typer.Option(help="Datanet name.")],
+    proposal: Annotated[str, typer.Option(help="Proposal id (or an 8+ character prefix).")],
+    lake: LakeOption = DEFAULT_LAKE,
+) -> None:
+    """Count a proposal's votes after its deadline: enact it (from the next epoch) or
+    record it as failed."""
+    from assets.governance import tally as count
+    from openledger_pipelines.governance import events, open_epoch
+
+    store = open_lake(lake)
+    check_datanet_name(datanet)
+    history = events(store, datanet)
+    proposal_id = _proposal_id(history, proposal)
+    row = count(history, datanet, proposal_id, datetime.now(UTC), open_epoch(store, datanet))
+    detail = json.loads(row["payload"])
+    what = (
+        f"enacted from epoch {row['effective_epoch']}"
+        if row["event"] == "enacted"
+        else f"failed: {detail['reason']}"
+    )
+    _record_event(
+        store,
+        datanet,
+        row,
+        f"proposal {proposal_id[:12]} {what} "
+        f"(yes {detail['yes']:,}, no {detail['no']:,} of {detail['electorate']:,})",
+    )
+
+
+@app.command()
+@friendly_errors
+def proposals(
+    datanet: Annotated[str, typer.Option(help="Datanet name.")],
+    lake: LakeOption = DEFAULT_LAKE,
+) -> None:
+    """Proposals, their votes and outcomes."""
+    from assets.governance import outcome
+    from assets.governance import proposals as all_proposals
+    from openledger_pipelines.governance import events
+
+    check_datanet_name(datanet)
+    history = events(open_lake(lake), datanet)
+    grid = Table("proposal", "by", "changes", "deadline", "votes", "outcome")
+    for proposal_id, row in all_proposals(history).items():
+        payload = json.loads(row["payload"])
+        votes = history.filter(
+            (history["proposal_id"] == proposal_id) & (history["event"] == "vote")
+        ).height
+        done = outcome(history, proposal_id)
+        grid.add_row(
+            proposal_id[:12],
+            row["actor"],
+            json.dumps(payload["changes"]),
+            payload["deadline"][:19],
+            str(votes),
+            "open" if done is None else done["event"],
+        )
+    out.print(grid)
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ from ledger.proofcheck import check_proof_document
 from ledger.proofs import inclusion_proof_document
 from ledger.verify import verify_lake
 from openledger_pipelines.ingestion import contributions_table, read_or_empty
-from openledger_pipelines.runner import persistent_instance, run_datanets
+from openledger_pipelines.runner import persistent_instance, run_datanets, run_epoch
+from openledger_pipelines.statements import payouts_table, statement_rows, statement_table
 
 REGISTERED_AT = datetime(2026, 11, 1, tzinfo=UTC)
 SERVED_AT = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
@@ -190,10 +191,18 @@ def run_demo(lake: Lake, console: Console, code_version: str) -> bool:
     outcome |= run_datanets(
         root, instance, on_done=report, assets=["inferences", "inference_attributions"]
     )
+    for name in DEMO_DATANETS:  # close the first reward epoch (re-checked on a re-run)
+        closed = run_epoch(root, instance, name, 0)
+        report(f"{name} epoch 0", closed)
+        outcome[f"{name} epoch 0"] = closed.success
     console.print(summary_table(lake))
     console.print(quality_table(lake))
     console.print(models_table(lake))
     console.print(values_table(lake))
+    for name in DEMO_DATANETS:
+        console.print(payouts_table(lake, name, 0))
+    for row in statement_rows(lake, "alice", 0, DEMO_DATANETS[0]):
+        console.print(statement_table(row))
     report_ok = verify_lake(lake)
     console.print(
         f"ledger: {report_ok.entries} entries; verify: "

@@ -10,7 +10,7 @@ import dagster as dg
 
 from assets.layout import spec_names
 from openledger_pipelines.definitions import build_defs
-from openledger_pipelines.partitions import datanet_partitions
+from openledger_pipelines.partitions import datanet_partitions, epoch_partitions
 
 DAGSTER_YAML = """\
 # Written by openledger: ledger commits are serialized through the `ledger` pool.
@@ -69,3 +69,23 @@ def run_datanets(
         if on_done:
             on_done(name, result)
     return outcome
+
+
+def run_epoch(
+    lake_root: Path,
+    instance: dg.DagsterInstance,
+    datanet: str,
+    epoch: int,
+    log_level: str = "WARNING",
+) -> dg.ExecuteInProcessResult:
+    """Close (or re-check) one Datanet's reward epoch through the `epoch_job`."""
+    for definition, key in ((datanet_partitions, datanet), (epoch_partitions, str(epoch))):
+        if key not in instance.get_dynamic_partitions(definition.name):
+            instance.add_dynamic_partitions(definition.name, [key])
+    job = build_defs(str(lake_root)).resolve_job_def("epoch_job")
+    return job.execute_in_process(
+        partition_key=dg.MultiPartitionKey({"datanet": datanet, "epoch": str(epoch)}),
+        instance=instance,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )

@@ -18,8 +18,9 @@ from openledger_pipelines.cli import app
 runner = CliRunner()
 WINE = "contributions_wine"
 # One ledger entry per table the pipeline writes (16) for each demo Datanet, then the
-# inference tables (2) again once the demo's queries are served.
-ENTRIES = 2 * 16 + 2 * 2
+# inference tables (2) again once the demo's queries are served, then the three tables
+# of each Datanet's closed epoch 0.
+ENTRIES = 2 * 16 + 2 * 2 + 2 * 3
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -67,6 +68,16 @@ def test_every_command_has_help() -> None:
         "checkpoint keygen",
         "checkpoint sign",
         "checkpoint verify",
+        "epoch",
+        "epoch close",
+        "epoch list",
+        "statement",
+        "recompute",
+        "report",
+        "propose",
+        "vote",
+        "tally",
+        "proposals",
     )
     for command in commands:
         code, output = run(*command.split(), "--help")
@@ -260,3 +271,224 @@ def test_infer_serves_and_logs_predictions(lake_copy: Path, tmp_path: Path) -> N
     assert code == 2 and "error:" in output
     code, output = run("infer", "--datanet", "nope", str(queries), "--lake", str(lake_copy))
     assert code == 2 and "no spec" in output
+
+
+# --- rewards: statements, recompute, report, contributor proofs, governance ----------------
+
+
+def test_statement_json_has_the_documented_fields(demo_lake: Path) -> None:
+    code, output = run("statement", "--lake", str(demo_lake), "--contributor", "alice", "--json")
+    assert code == 0, output
+    rows = json.loads(output)
+    assert {r["datanet"] for r in rows} == {"wine", "breast_cancer"}
+    for row in rows:
+        for field in (
+            "datanet",
+            "epoch",
+            "contributor",
+            "value",
+            "std_error",
+            "quality",
+            "amount_pool",
+            "amount_fees",
+            "flags",
+        ):
+            assert field in row, field
+        assert row["contributor"] == "alice" and row["epoch"] == 0
+        assert isinstance(row["amount_pool"], int) and isinstance(row["flags"], list)
+        assert row["amount_total"] == row["amount_pool"] + row["amount_fees"]
+        assert row["rewards_entry_seq"] is not None
+    # the same numbers through the DuckDB view
+    code, output = run(
+        "sql",
+        "--lake",
+        str(demo_lake),
+        "--json",
+        "select sum(amount) as s from rewards where recipient = 'alice' and role = 'contributor'",
+    )
+    assert json.loads(output)["s"] == sum(r["amount_total"] for r in rows)
+
+
+def test_statement_human_and_unknown_contributor(demo_lake: Path) -> None:
+    code, output = run(
+        "statement",
+        "--lake",
+        str(demo_lake),
+        "--contributor",
+        "dave",
+        "--datanet",
+        "wine",
+        "--json",
+    )
+    (row,) = json.loads(output)
+    code, output = run(
+        "statement", "--lake", str(demo_lake), "--contributor", "dave", "--datanet", "wine"
+    )
+    text = " ".join(output.split())
+    assert code == 0 and f"amount from the pool │ {row['amount_pool']:,}" in text
+    assert f"ledger seq {row['values_seq']}" in text
+    assert all(flag in text for flag in row["flags"])
+    code, output = run("statement", "--lake", str(demo_lake), "--contributor", "nobody")
+    assert code == 2 and "no statement" in output
+    code, output = run("statement", "--lake", str(demo_lake), "--contributor", "../x")
+    assert code == 2 and "invalid contributor id" in output
+
+
+def test_recompute_and_report(demo_lake: Path, tmp_path: Path) -> None:
+    code, output = run("recompute", "--lake", str(demo_lake), "--epoch", "0")
+    assert code == 0 and output.count("REPRODUCED") == 2, output
+    code, output = run("recompute", "--lake", str(demo_lake), "--epoch", "5")
+    assert code == 2 and "not closed" in output
+    target = tmp_path / "report.html"
+    code, output = run("report", "--lake", str(demo_lake), "--epoch", "0", "--out", str(target))
+    assert code == 0, output
+    page = target.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "alice" in page and "data:image/png" in page
+
+
+def test_recompute_exits_1_on_a_forged_payout(lake_copy: Path) -> None:
+    from ledger.lake import Lake
+
+    lake = Lake(lake_copy)
+    rewards = pl.from_arrow(lake.read("rewards", partition=("datanet_epoch", "wine.0")))
+    forged = rewards.with_columns(
+        pl.when(pl.col("role") == "carry_over")
+        .then(pl.col("amount") + 5)
+        .otherwise(pl.col("amount"))
+        .alias("amount")
+    )
+    lake.write(
+        "rewards",
+        forged,
+        asset_key="rewards",
+        partition=("datanet_epoch", "wine.0"),
+        key=["role", "recipient", "source"],
+    )
+    code, output = run("recompute", "--lake", str(lake_copy), "--epoch", "0")
+    assert code == 1 and "DIFFERENT" in output and "next_epoch" in output
+
+
+def test_prove_a_contributors_rows_in_a_model(demo_lake: Path, tmp_path: Path) -> None:
+    code, output = run(
+        "sql",
+        "--lake",
+        str(demo_lake),
+        "--json",
+        "select model_id from models where datanet = 'wine'",
+    )
+    model = json.loads(output)["model_id"]
+    proof = tmp_path / "carol.json"
+    code, output = run(
+        "prove",
+        "--lake",
+        str(demo_lake),
+        "--contributor",
+        "carol",
+        "--model",
+        model,
+        "--out",
+        str(proof),
+    )
+    assert code == 0, output
+    doc = json.loads(proof.read_text())
+    assert doc["rows_in_training_set"] == len(doc["rows"]) > 0
+    code, output = run("verify-proof", str(proof))
+    text = " ".join(output.split())
+    assert code == 0 and f"row(s) of carol are in the training set of model {model}" in text
+    # a row proof of someone else's row cannot be passed off as carol's
+    doc["contributor"] = "alice"
+    proof.write_text(json.dumps(doc))
+    code, output = run("verify-proof", str(proof))
+    assert code == 1 and "is a row of 'carol'" in output
+    code, output = run(
+        "prove", "--lake", str(demo_lake), "--contributor", "frank", "--model", "0" * 64
+    )
+    assert code == 2 and "no model" in output
+    code, output = run("prove", "--lake", str(demo_lake), "--contributor", "carol")
+    assert code == 2 and "together" in output
+
+
+def test_governance_commands_refuse_forgeries(lake_copy: Path, tmp_path: Path) -> None:
+    from assets.layout import new_contributor_key
+
+    lake = str(lake_copy)
+    code, output = run(
+        "propose",
+        "--lake",
+        lake,
+        "--datanet",
+        "wine",
+        "--contributor",
+        "alice",
+        "--set",
+        "pool_per_epoch=5000",
+        "--description",
+        "smaller pool",
+    )
+    assert code == 0 and "proposal" in output and "ledger seq" in output, output
+    proposal_id = output.split("proposal ", 1)[1].split()[0]
+    code, output = run("proposals", "--lake", lake, "--datanet", "wine")
+    assert code == 0 and proposal_id[:12] in output and "open" in output
+    # a key file that claims to be bob's but is not his registered key
+    forged = tmp_path / "forged.key"
+    new_contributor_key(lake_copy, "wine", "bob", key_file=forged)
+    code, output = run(
+        "vote",
+        "--lake",
+        lake,
+        "--datanet",
+        "wine",
+        "--proposal",
+        proposal_id,
+        "--contributor",
+        "bob",
+        "--choice",
+        "yes",
+        "--key",
+        str(forged),
+    )
+    assert code == 2 and "does not match the voter's registered key" in output
+    code, output = run(
+        "vote",
+        "--lake",
+        lake,
+        "--datanet",
+        "wine",
+        "--proposal",
+        proposal_id,
+        "--contributor",
+        "bob",
+        "--choice",
+        "yes",
+    )
+    assert code == 0 and "vote yes by bob" in output, output
+    code, output = run(
+        "vote",
+        "--lake",
+        lake,
+        "--datanet",
+        "wine",
+        "--proposal",
+        proposal_id,
+        "--contributor",
+        "bob",
+        "--choice",
+        "no",
+    )
+    assert code == 2 and "already voted" in output
+    code, output = run("tally", "--lake", lake, "--datanet", "wine", "--proposal", proposal_id)
+    assert code == 2 and "voting is open until" in output
+    code, output = run(
+        "propose",
+        "--lake",
+        lake,
+        "--datanet",
+        "wine",
+        "--contributor",
+        "alice",
+        "--set",
+        "pool_per_epoch=-1",
+    )
+    assert code == 2 and "invalid" in output
+    code, output = run("verify", "--lake", lake)
+    assert code == 0 and f"{ENTRIES + 2} ledger entries verified" in output

@@ -30,7 +30,26 @@ EXPECTED_GRAPH = {
     "point_values": {"contributions", "validation"},
     "inferences": {"models"},
     "inference_attributions": {"inferences", "training_rows"},
+    "epochs": {
+        "datanets",
+        "contributions",
+        "contributor_values",
+        "contributor_quality",
+        "inferences",
+        "inference_attributions",
+    },
+    "rewards": {"epochs"},
+    "statements": {"rewards"},
 }
+EPOCH_ASSETS = {"epochs", "rewards", "statements"}
+DATANETS = ("wine", "breast_cancer")
+
+
+def partition_keys(asset: str) -> list[str]:
+    """The partitions the fixture materializes: each Datanet, or its epoch 0."""
+    if asset in EPOCH_ASSETS:
+        return [str(dg.MultiPartitionKey({"datanet": d, "epoch": "0"})) for d in DATANETS]
+    return list(DATANETS)
 
 
 def asset_graph_snapshot(definitions: dg.Definitions) -> dict[str, set[str]]:
@@ -45,8 +64,9 @@ def test_definitions_load_and_graph_snapshot() -> None:
     dg.Definitions.validate_loadable(defs)
     assert asset_graph_snapshot(defs) == EXPECTED_GRAPH
     assert defs.resolve_job_def("datanet_job") is not None
+    assert defs.resolve_job_def("epoch_job") is not None
     assert {s.name for s in defs.sensors or []} == {"inbox_sensor"}
-    assert {s.name for s in defs.schedules or []} == {"daily_batch"}
+    assert {s.name for s in defs.schedules or []} == {"daily_batch", "epoch_closer"}
 
 
 def test_every_asset_uses_the_ledger_pool() -> None:
@@ -63,8 +83,13 @@ def materialized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.Dag
     instance.add_dynamic_partitions("datanets", ["wine", "breast_cancer"])
     local = build_defs(str(root))
     job = local.resolve_job_def("datanet_job")
-    for partition in ("wine", "breast_cancer"):
+    for partition in DATANETS:
         assert job.execute_in_process(partition_key=partition, instance=instance).success
+    instance.add_dynamic_partitions("epochs", ["0"])
+    epoch_job = local.resolve_job_def("epoch_job")
+    for partition in DATANETS:
+        key = dg.MultiPartitionKey({"datanet": partition, "epoch": "0"})
+        assert epoch_job.execute_in_process(partition_key=key, instance=instance).success
     return root, instance
 
 
@@ -77,7 +102,7 @@ def test_every_asset_materialization_has_a_matching_ledger_entry(
     graph = defs.resolve_asset_graph()
     checked = 0
     for key in graph.get_all_asset_keys():
-        for partition in ("wine", "breast_cancer"):
+        for partition in partition_keys(key.to_user_string()):
             records = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
             ).records
@@ -104,6 +129,7 @@ def test_asset_checks_pass_on_the_demo(materialized: tuple[Path, dg.DagsterInsta
         "no_contributor_lost",
         "efficiency",
         "shares_sum_to_one",
+        "amounts_sum_exactly",
     }
     for check in checks:
         record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])

@@ -1,0 +1,73 @@
+"""Governance over the lake: read the ledgered events, check a new one, ledger it.
+
+The rules live in `assets.governance`; this module only finds what they need (events,
+registered keys, rewards paid, the open epoch, the policy in force) and writes the
+Datanet's `governance` partition through `Lake.write`, so every event is a ledger entry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from assets.datanets import RewardPolicy
+from assets.epochs import REWARDS_SCHEMA
+from assets.governance import (
+    GOVERNANCE_SCHEMA,
+    policy_for_epoch,
+    voting_weights,
+    with_event,
+)
+from assets.recompute import closed_epochs
+from ledger.lake import Committed, Lake
+from openledger_pipelines.ingestion import (
+    CONTRIBUTORS_SCHEMA,
+    current_spec_at,
+    read_or_empty,
+)
+
+
+def events(store: Lake, datanet: str) -> pl.DataFrame:
+    return read_or_empty(store, "governance", GOVERNANCE_SCHEMA, ("datanet", datanet)).sort(
+        "event_index"
+    )
+
+
+def registered_key(store: Lake, datanet: str, contributor: str) -> str | None:
+    """The contributor's public key as ledgered in `contributors` (None: not registered)."""
+    rows = read_or_empty(store, "contributors", CONTRIBUTORS_SCHEMA, ("datanet", datanet))
+    match = rows.filter(pl.col("contributor") == contributor)
+    return str(match["public_key"][-1]) if match.height else None
+
+
+def rewards_paid(store: Lake, datanet: str) -> dict[str, int]:
+    """Voting weights: what each contributor has been paid in the closed epochs."""
+    paid = read_or_empty(store, "rewards", REWARDS_SCHEMA).filter(pl.col("datanet") == datanet)
+    return voting_weights(paid)
+
+
+def open_epoch(store: Lake, datanet: str) -> int:
+    closed = closed_epochs(store, datanet)
+    return closed[-1] + 1 if closed else 0
+
+
+def policy_in_force(store: Lake, root: Path, datanet: str) -> RewardPolicy:
+    """The policy of the open epoch: the spec's, with the changes enacted for it."""
+    spec = current_spec_at(root, datanet)
+    return policy_for_epoch(spec.rewards, events(store, datanet), open_epoch(store, datanet))
+
+
+def record(store: Lake, datanet: str, row: dict[str, Any], run_id: str, code: str) -> Committed:
+    """Append one event: the Datanet's partition is rewritten with it and ledgered."""
+    updated = with_event(events(store, datanet), row)
+    return store.write(
+        "governance",
+        updated,
+        asset_key="governance",
+        partition=("datanet", datanet),
+        key=["event_index"],
+        run_id=run_id,
+        code_version=code,
+    )
