@@ -136,3 +136,18 @@ def test_asset_checks_pass_on_the_demo(materialized: tuple[Path, dg.DagsterInsta
         execution = record.get(check)
         assert execution is not None, check
         assert execution.status.value == "SUCCEEDED", check
+
+
+def test_rewards_materialization_carries_the_distribution_chart(
+    materialized: tuple[Path, dg.DagsterInstance],
+) -> None:
+    _root, instance = materialized
+    key = dg.MultiPartitionKey({"datanet": "wine", "epoch": "0"})
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("rewards"), asset_partitions=[str(key)]),
+        limit=1,
+    ).records[0]
+    chart = record.asset_materialization.metadata["distribution"].value  # type: ignore[union-attr]
+    assert "data:image/png;base64," in chart
+    for contributor in ("alice", "bob", "carol", "dave", "erin", "frank", "gina"):
+        assert contributor in chart
