@@ -7,8 +7,9 @@ neighbour utility U(S) = (1/K) Σ_{k ≤ min(K,|S|)} 1[y_{α_k(S)} = y_t] satisf
     s_{α_N} = 1[y_{α_N} = y_t] · min(K, N) / (N·K)     (= 1[·]/N when K ≤ N)
     s_{α_i} = s_{α_{i+1}} + (1[y_{α_i} = y_t] − 1[y_{α_{i+1}} = y_t]) / K · min(K, i) / i
 
-so every test point costs one sort, O(N log N). Values are averaged over test points.
-Test points are processed in chunks, so memory is O(chunk × N), never N².
+so every test point costs one sort, O(N log N), ties broken by training index. Values
+are averaged over test points. Test points are processed in chunks, so memory is
+O(chunk × N), never N².
 """
 
 from __future__ import annotations
@@ -24,6 +25,21 @@ def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(m - mean) / std for m in (train, *others)]
 
 
+def nearest_first(distances: np.ndarray) -> np.ndarray:
+    """Each row's indices by increasing distance, ties broken by index.
+
+    numpy's default argsort is several times faster than its stable sort (vectorized
+    where the CPU allows), but it orders equal keys arbitrarily; rows with a tie are
+    sorted again stably, so the order (and every value) is the same on any machine.
+    """
+    order = np.argsort(distances, axis=1)
+    ordered = np.take_along_axis(distances, order, axis=1)
+    tied = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    if tied.any():
+        order[tied] = np.argsort(distances[tied], axis=1, kind="stable")
+    return order
+
+
 def _chunk_values(
     x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, k: int
 ) -> np.ndarray:
@@ -32,7 +48,7 @@ def _chunk_values(
     distances = (
         np.sum(x_test**2, axis=1)[:, None] - 2.0 * x_test @ x.T + np.sum(x**2, axis=1)[None, :]
     )
-    order = np.argsort(distances, axis=1, kind="stable")
+    order = nearest_first(distances)
     match = (y[order] == y_test[:, None]).astype(np.float64)
     ranks = np.arange(1, n, dtype=np.float64)  # i = 1 .. N-1 (1-based)
     coef = np.minimum(k, ranks) / ranks / k

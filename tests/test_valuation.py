@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from assets.allocation import split_integer
 from assets.attribution import SHARES_PPB, build_utility
 from assets.demo_data import DEMO_DATANETS, demo_spec
-from assets.knn_shapley import knn_shapley
+from assets.knn_shapley import knn_shapley, nearest_first
 from assets.validation import validation_set
 from assets.valuation import StoppingRule, exact_shapley, permutation_shapley
 from ledger.lake import Lake
@@ -165,6 +165,20 @@ def test_knn_shapley_does_not_depend_on_the_chunk_size() -> None:
     reference = knn_shapley(x, y, xt, yt, k=5, chunk=50)
     for chunk in (1, 7, 64):
         assert np.allclose(knn_shapley(x, y, xt, yt, k=5, chunk=chunk), reference, atol=1e-15)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 200),
+    st.integers(1, 5),
+    st.integers(0, 2**32 - 1),
+)
+def test_nearest_first_breaks_ties_by_index(rows: int, n: int, levels: int, seed: int) -> None:
+    """The fast sort gives exactly the stable order, however many distances tie."""
+    distances = np.random.default_rng(seed).integers(0, levels, size=(rows, n)).astype(float)
+    expected = np.argsort(distances, axis=1, kind="stable")
+    assert np.array_equal(nearest_first(distances), expected)
 
 
 @settings(max_examples=30, deadline=None)
