@@ -540,17 +540,6 @@ def demo(lake: LakeOption = DEFAULT_LAKE) -> None:
 # --- stage 4: epochs, statements, recompute, governance ------------------------------------
 epoch_app = typer.Typer(help="Reward epochs: close and list.", no_args_is_help=True)
 app.add_typer(epoch_app, name="epoch")
-STATEMENT_FIELDS = (
-    "datanet",
-    "epoch",
-    "contributor",
-    "value",
-    "std_error",
-    "quality",
-    "amount_pool",
-    "amount_fees",
-    "flags",
-)
 
 
 def _datanets_or_all(root: Path, datanet: list[str] | None) -> list[str]:

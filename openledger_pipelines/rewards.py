@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from assets.epochs import EpochError, close_epoch, epoch_key
+from assets.epochs import SOURCES, EpochError, close_epoch, epoch_key
 from assets.recompute import (
     EPOCH_KEYS,
     closed_epochs,
@@ -75,14 +75,7 @@ def epoch_due(store: Lake, datanet: str, epoch_days: int, now: datetime) -> int 
     specs=[
         dg.AssetSpec(
             "epochs",
-            deps=[
-                "datanets",
-                "contributions",
-                "contributor_values",
-                "contributor_quality",
-                "inferences",
-                "inference_attributions",
-            ],
+            deps=[s for s in SOURCES if s not in ("governance", "previous_epoch")],
             group_name="rewards",
             kinds={"delta"},
             description="Per closed epoch: pool, carry-over, fees, policy, pinned inputs.",

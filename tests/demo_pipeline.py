@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from ledger.lake import Lake
 from openledger_pipelines.demo import prepare_demo, serve_demo_queries
@@ -23,3 +24,16 @@ def build_demo_lake(root: Path, queries: int = 3) -> Lake:
         serve_demo_queries(lake, queries=queries)
         assert all(run_datanets(root, instance, assets=INFERENCE_ASSETS).values())
     return lake
+
+
+def commit_forged_rewards(lake: Lake, datanet_epoch: str, amount: pl.Expr) -> None:
+    """Commit (properly ledgered) an epoch's rewards with amounts replaced by `amount`:
+    what a dishonest operator could publish; only the recompute can tell."""
+    rewards = pl.from_arrow(lake.read("rewards", partition=("datanet_epoch", datanet_epoch)))
+    lake.write(
+        "rewards",
+        rewards.with_columns(amount.alias("amount")),  # type: ignore[union-attr]
+        asset_key="rewards",
+        partition=("datanet_epoch", datanet_epoch),
+        key=["role", "recipient", "source"],
+    )

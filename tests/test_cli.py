@@ -347,23 +347,12 @@ def test_recompute_and_report(demo_lake: Path, tmp_path: Path) -> None:
 
 
 def test_recompute_exits_1_on_a_forged_payout(lake_copy: Path) -> None:
+    from demo_pipeline import commit_forged_rewards
+
     from ledger.lake import Lake
 
-    lake = Lake(lake_copy)
-    rewards = pl.from_arrow(lake.read("rewards", partition=("datanet_epoch", "wine.0")))
-    forged = rewards.with_columns(
-        pl.when(pl.col("role") == "carry_over")
-        .then(pl.col("amount") + 5)
-        .otherwise(pl.col("amount"))
-        .alias("amount")
-    )
-    lake.write(
-        "rewards",
-        forged,
-        asset_key="rewards",
-        partition=("datanet_epoch", "wine.0"),
-        key=["role", "recipient", "source"],
-    )
+    extra = pl.when(pl.col("role") == "carry_over").then(pl.col("amount") + 5)
+    commit_forged_rewards(Lake(lake_copy), "wine.0", extra.otherwise(pl.col("amount")))
     code, output = run("recompute", "--lake", str(lake_copy), "--epoch", "0")
     assert code == 1 and "DIFFERENT" in output and "next_epoch" in output
 
@@ -412,6 +401,13 @@ def test_governance_commands_refuse_forgeries(lake_copy: Path, tmp_path: Path) -
     from assets.layout import new_contributor_key
 
     lake = str(lake_copy)
+
+    def vote(contributor: str, choice: str, *extra: str) -> tuple[int, str]:
+        return run(
+            "vote", "--lake", lake, "--datanet", "wine", "--proposal", proposal_id,
+            "--contributor", contributor, "--choice", choice, *extra,
+        )  # fmt: skip
+
     code, output = run(
         "propose",
         "--lake",
@@ -432,49 +428,11 @@ def test_governance_commands_refuse_forgeries(lake_copy: Path, tmp_path: Path) -
     # a key file that claims to be bob's but is not his registered key
     forged = tmp_path / "forged.key"
     new_contributor_key(lake_copy, "wine", "bob", key_file=forged)
-    code, output = run(
-        "vote",
-        "--lake",
-        lake,
-        "--datanet",
-        "wine",
-        "--proposal",
-        proposal_id,
-        "--contributor",
-        "bob",
-        "--choice",
-        "yes",
-        "--key",
-        str(forged),
-    )
+    code, output = vote("bob", "yes", "--key", str(forged))
     assert code == 2 and "does not match the voter's registered key" in output
-    code, output = run(
-        "vote",
-        "--lake",
-        lake,
-        "--datanet",
-        "wine",
-        "--proposal",
-        proposal_id,
-        "--contributor",
-        "bob",
-        "--choice",
-        "yes",
-    )
+    code, output = vote("bob", "yes")
     assert code == 0 and "vote yes by bob" in output, output
-    code, output = run(
-        "vote",
-        "--lake",
-        lake,
-        "--datanet",
-        "wine",
-        "--proposal",
-        proposal_id,
-        "--contributor",
-        "bob",
-        "--choice",
-        "no",
-    )
+    code, output = vote("bob", "no")
     assert code == 2 and "already voted" in output
     code, output = run("tally", "--lake", lake, "--datanet", "wine", "--proposal", proposal_id)
     assert code == 2 and "voting is open until" in output

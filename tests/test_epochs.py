@@ -13,7 +13,7 @@ import hypothesis.strategies as st
 import numpy as np
 import polars as pl
 import pytest
-from demo_pipeline import build_demo_lake
+from demo_pipeline import build_demo_lake, commit_forged_rewards
 from hypothesis import given, settings
 
 from assets.datanets import RewardPolicy
@@ -231,21 +231,15 @@ def test_recompute_names_a_forged_payout(lake_copy: Path) -> None:
     """An operator commits (properly ledgered) payouts that moved one unit from bob to
     alice: the sums still hold, but the recompute from the inputs names both rows."""
     lake = Lake(lake_copy)
-    rewards = pl.from_arrow(lake.read("rewards", partition=("datanet_epoch", "wine.0")))
-    forged = rewards.with_columns(
-        pl.when((pl.col("recipient") == "alice") & (pl.col("source") == "pool"))
+    pool = pl.col("source") == "pool"
+    commit_forged_rewards(
+        lake,
+        "wine.0",
+        pl.when((pl.col("recipient") == "alice") & pool)
         .then(pl.col("amount") + 1)
-        .when((pl.col("recipient") == "bob") & (pl.col("source") == "pool"))
+        .when((pl.col("recipient") == "bob") & pool)
         .then(pl.col("amount") - 1)
-        .otherwise(pl.col("amount"))
-        .alias("amount")
-    )
-    lake.write(
-        "rewards",
-        forged,
-        asset_key="rewards",
-        partition=("datanet_epoch", "wine.0"),
-        key=["role", "recipient", "source"],
+        .otherwise(pl.col("amount")),
     )
     differences = recompute_epoch(lake, "wine", 0).differences
     assert any(d.startswith("rewards: recomputed root") for d in differences)
