@@ -78,8 +78,9 @@ def _keys_unique(keys: pa.Table, order: pa.Array) -> bool:
     for column in keys.columns:
         ordered = column.take(order)
         after, before = ordered.slice(1), ordered.slice(0, len(ordered) - 1)
-        equal = pc.or_kleene(pc.equal(after, before),
-                             pc.and_(pc.is_null(after), pc.is_null(before)))
+        equal = pc.or_kleene(
+            pc.equal(after, before), pc.and_(pc.is_null(after), pc.is_null(before))
+        )
         equal = pc.fill_null(equal, False)
         same = equal if same is None else pc.and_(same, equal)
     return not pc.any(same).as_py()

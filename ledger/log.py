@@ -132,19 +132,9 @@ class Ledger:
         return entries_from_table(self.read_table())
 
     # --- appending -------------------------------------------------------------
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive, blocking, cross-process lock over every ledger append."""
-        if self.lock_path is None:  # object storage: single writer guaranteed by the caller
-            yield
-            return
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return exclusive_lock(self.lock_path)
 
     def append(
         self,
@@ -204,8 +194,24 @@ class Ledger:
         return LedgerEntry(**values)  # type: ignore[arg-type]
 
 
-def default_lock_path(lake_root: str) -> Path | None:
+@contextlib.contextmanager
+def exclusive_lock(path: Path | None) -> Iterator[None]:
+    """A blocking, cross-process lock on a file (None: object storage, where the caller
+    guarantees a single writer). Not re-entrant: never nest two on the same file."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def default_lock_path(lake_root: str, name: str = "ledger.lock") -> Path | None:
     """A lock file for local lakes; None for object storage URIs."""
     if "://" in lake_root and not lake_root.startswith("file://"):
         return None
-    return Path(lake_root.removeprefix("file://")) / "ledger.lock"
+    return Path(lake_root.removeprefix("file://")) / name

@@ -724,11 +724,17 @@ def _key_file(root: Path, datanet: str, contributor: str, key: Path | None) -> P
     return path
 
 
-def _record_event(store: Lake, datanet: str, row: dict[str, Any], what: str) -> None:
+def _record_event(
+    store: Lake,
+    datanet: str,
+    event_for: Callable[[Any], dict[str, Any]],
+    describe: Callable[[dict[str, Any]], str],
+) -> None:
+    """Check and append one governance event (under the governance lock), then say what."""
     from openledger_pipelines.governance import record
 
-    committed = record(store, datanet, row, run_id="cli", code=code_version())
-    out.print(f"{what} (ledger seq {committed.entry.seq})", highlight=False)
+    row, committed = record(store, datanet, event_for, run_id="cli", code=code_version())
+    out.print(f"{describe(row)} (ledger seq {committed.entry.seq})", highlight=False)
 
 
 @app.command()
@@ -747,12 +753,7 @@ def propose(
     from assets.governance import Proposal, proposal_message
     from assets.governance import propose as make_proposal
     from assets.layout import signer
-    from openledger_pipelines.governance import (
-        events,
-        policy_in_force,
-        registered_key,
-        rewards_paid,
-    )
+    from openledger_pipelines.governance import policy_in_force, registered_key, rewards_paid
 
     store = open_lake(lake)
     root = store.root_path()
@@ -766,24 +767,24 @@ def propose(
     proposal = Proposal(
         datanet, check_contributor_id(contributor), changes, description, datetime.now(UTC)
     )
-    history = events(store, datanet)
     signature = signer(_key_file(root, datanet, contributor, key), contributor)(
         proposal_message(datanet, proposal.proposal_id())
-    )
-    row = make_proposal(
-        history,
-        proposal,
-        signature,
-        registered_key(store, datanet, contributor),
-        rewards_paid(store, datanet),
-        policy_in_force(store, root, datanet),
     )
     _record_event(
         store,
         datanet,
-        row,
-        f"proposal {row['proposal_id']} recorded, voting until "
-        f"{json.loads(row['payload'])['deadline']}",
+        lambda history: make_proposal(
+            history,
+            proposal,
+            signature,
+            registered_key(store, datanet, contributor),
+            rewards_paid(store, datanet),
+            policy_in_force(store, root, datanet),
+        ),
+        lambda row: (
+            f"proposal {row['proposal_id']} recorded, voting until "
+            f"{json.loads(row['payload'])['deadline']}"
+        ),
     )
 
 
@@ -810,21 +811,20 @@ def vote(
     signature = signer(_key_file(store.root_path(), datanet, contributor, key), contributor)(
         vote_message(datanet, proposal_id, contributor, choice)
     )
-    row = make_vote(
-        history,
-        datanet,
-        proposal_id,
-        contributor,
-        choice,
-        signature,
-        registered_key(store, datanet, contributor),
-        datetime.now(UTC),
-    )
     _record_event(
         store,
         datanet,
-        row,
-        f"vote {choice} by {contributor} with weight {row['weight']:,} recorded",
+        lambda current: make_vote(
+            current,
+            datanet,
+            proposal_id,
+            contributor,
+            choice,
+            signature,
+            registered_key(store, datanet, contributor),
+            datetime.now(UTC),
+        ),
+        lambda row: f"vote {choice} by {contributor} with weight {row['weight']:,} recorded",
     )
 
 
@@ -844,19 +844,26 @@ def tally(
     check_datanet_name(datanet)
     history = events(store, datanet)
     proposal_id = _proposal_id(history, proposal)
-    row = count(history, datanet, proposal_id, datetime.now(UTC), open_epoch(store, datanet))
-    detail = json.loads(row["payload"])
-    what = (
-        f"enacted from epoch {row['effective_epoch']}"
-        if row["event"] == "enacted"
-        else f"failed: {detail['reason']}"
-    )
+
+    def describe(row: dict[str, Any]) -> str:
+        detail = json.loads(row["payload"])
+        what = (
+            f"enacted from epoch {row['effective_epoch']}"
+            if row["event"] == "enacted"
+            else f"failed: {detail['reason']}"
+        )
+        return (
+            f"proposal {proposal_id[:12]} {what} "
+            f"(yes {detail['yes']:,}, no {detail['no']:,} of {detail['electorate']:,})"
+        )
+
     _record_event(
         store,
         datanet,
-        row,
-        f"proposal {proposal_id[:12]} {what} "
-        f"(yes {detail['yes']:,}, no {detail['no']:,} of {detail['electorate']:,})",
+        lambda current: count(
+            current, datanet, proposal_id, datetime.now(UTC), open_epoch(store, datanet)
+        ),
+        describe,
     )
 
 

@@ -7,6 +7,7 @@ Datanet's `governance` partition through `Lake.write`, so every event is a ledge
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from assets.governance import (
 )
 from assets.recompute import closed_epochs
 from ledger.lake import Committed, Lake
+from ledger.log import default_lock_path, exclusive_lock
 from openledger_pipelines.ingestion import (
     CONTRIBUTORS_SCHEMA,
     current_spec_at,
@@ -59,15 +61,26 @@ def policy_in_force(store: Lake, root: Path, datanet: str) -> RewardPolicy:
     return policy_for_epoch(spec.rewards, events(store, datanet), open_epoch(store, datanet))
 
 
-def record(store: Lake, datanet: str, row: dict[str, Any], run_id: str, code: str) -> Committed:
-    """Append one event: the Datanet's partition is rewritten with it and ledgered."""
-    updated = with_event(events(store, datanet), row)
-    return store.write(
-        "governance",
-        updated,
-        asset_key="governance",
-        partition=("datanet", datanet),
-        key=["event_index"],
-        run_id=run_id,
-        code_version=code,
-    )
+def record(
+    store: Lake,
+    datanet: str,
+    event_for: Callable[[pl.DataFrame], dict[str, Any]],
+    run_id: str,
+    code: str,
+) -> tuple[dict[str, Any], Committed]:
+    """Append one event: `event_for` checks it against the current events and builds its
+    row, under a lock, so two concurrent votes can never both take the same place; the
+    Datanet's partition is rewritten with it and ledgered."""
+    with exclusive_lock(default_lock_path(store.root, "governance.lock")):
+        current = events(store, datanet)
+        row = event_for(current)
+        committed = store.write(
+            "governance",
+            with_event(current, row),
+            asset_key="governance",
+            partition=("datanet", datanet),
+            key=["event_index"],
+            run_id=run_id,
+            code_version=code,
+        )
+    return row, committed

@@ -341,31 +341,34 @@ def test_governance_changes_apply_from_the_next_epoch_and_recompute(lake_copy: P
 
     proposal = Proposal("wine", "alice", {"pool_per_epoch": 5000}, "smaller pool", now)
     pid = proposal.proposal_id()
-    row = propose(
-        events(lake, "wine"),
-        proposal,
-        sign("alice", proposal_message("wine", pid)),
-        registered_key(lake, "wine", "alice"),
-        weights,
-        policy,
+    signature = sign("alice", proposal_message("wine", pid))
+    alice_key = registered_key(lake, "wine", "alice")
+    _, first = record(
+        lake,
+        "wine",
+        lambda current: propose(current, proposal, signature, alice_key, weights, policy),
+        "test",
+        "test",
     )
-    first = record(lake, "wine", row, "test", "test")
     for who in sorted(weights):
-        row = vote(
-            events(lake, "wine"),
+        ballot = sign(who, vote_message("wine", pid, who, "yes"))
+        key = registered_key(lake, "wine", who)
+        record(
+            lake,
             "wine",
-            pid,
-            who,
-            "yes",
-            sign(who, vote_message("wine", pid, who, "yes")),
-            registered_key(lake, "wine", who),
-            now,
+            lambda current, who=who, ballot=ballot, key=key: vote(
+                current, "wine", pid, who, "yes", ballot, key, now
+            ),
+            "test",
+            "test",
         )
-        record(lake, "wine", row, "test", "test")
     after = now + timedelta(days=policy.voting_days, seconds=1)
-    row = tally(events(lake, "wine"), "wine", pid, after, open_epoch(lake, "wine"))
+    opened = open_epoch(lake, "wine")
+    row, last = record(
+        lake, "wine", lambda current: tally(current, "wine", pid, after, opened), "test", "test"
+    )
     assert row["event"] == "enacted" and row["effective_epoch"] == 2
-    last = record(lake, "wine", row, "test", "test")
+    assert len(events(lake, "wine")) == len(weights) + 2
     assert last.entry.seq == first.entry.seq + len(weights) + 1  # every event is an entry
 
     assert run_epoch(lake_copy, instance, "wine", 1).success
@@ -401,3 +404,70 @@ def test_the_schedule_closes_epochs_when_due(closed_lake: Path) -> None:
             requests = list(epoch_closer(context))  # type: ignore[arg-type]
             assert sorted(str(r.partition_key) for r in requests) == expected
         assert "1" in instance.get_dynamic_partitions("epochs")
+
+
+def test_concurrent_votes_are_all_recorded(lake_copy: Path) -> None:
+    """Votes cast at the same moment are serialized by the governance lock: none is lost
+    and none takes another's place in the event log."""
+    import threading
+
+    from assets.governance import Proposal, proposal_message, propose, vote, vote_message
+    from assets.layout import key_path, signer
+    from openledger_pipelines.governance import (
+        events,
+        policy_in_force,
+        record,
+        registered_key,
+        rewards_paid,
+    )
+
+    lake = Lake(lake_copy)
+    now = datetime.now(UTC)
+    weights = rewards_paid(lake, "wine")
+    policy = policy_in_force(lake, lake_copy, "wine")
+
+    def sign(who: str, message: bytes) -> str:
+        return signer(key_path(lake_copy, "wine", who), who)(message)
+
+    proposal = Proposal("wine", "alice", {"z": 2.0}, "", now)
+    pid = proposal.proposal_id()
+    signature = sign("alice", proposal_message("wine", pid))
+    key = registered_key(lake, "wine", "alice")
+    record(
+        lake,
+        "wine",
+        lambda current: propose(current, proposal, signature, key, weights, policy),
+        "t",
+        "t",
+    )
+    voters = sorted(weights)[:4]
+    ballots = {
+        who: (sign(who, vote_message("wine", pid, who, "no")), registered_key(lake, "wine", who))
+        for who in voters
+    }
+    start = threading.Barrier(len(voters))
+    failures: list[BaseException] = []
+
+    def cast(who: str) -> None:
+        start.wait()
+        try:
+            record(
+                Lake(lake_copy),
+                "wine",
+                lambda current: vote(current, "wine", pid, who, "no", *ballots[who], now),
+                "t",
+                "t",
+            )
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=cast, args=(who,)) for who in voters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    votes = events(lake, "wine").filter(pl.col("event") == "vote")
+    assert sorted(votes["actor"].to_list()) == voters
+    assert sorted(votes["event_index"].to_list()) == list(range(1, len(voters) + 1))
+    assert verify_lake(lake).ok
