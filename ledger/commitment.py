@@ -172,7 +172,7 @@ def sorted_table(table: pa.Table, key: Sequence[str] | None) -> pa.Table:
 
 
 def _block_subtrees(messages: pa.Array) -> list[tuple[int, bytes]]:
-    return perfect_subtrees(sha256_binary(messages, threads=1))
+    return perfect_subtrees(sha256_binary(messages, threads=1), threads=1)
 
 
 def commit_table(data: object, key: Sequence[str] | None = None) -> Commitment:
