@@ -17,12 +17,15 @@ standard-library inverse.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
 from ledger.proofcheck import ENCODING_VERSION, schema_hash_of
+from ledger.sha256_simd import _copy as copy_bytes
 
 TAG_BOOL = 0x01
 TAG_INT = 0x02
@@ -96,53 +99,101 @@ def schema_hash(schema: pa.Schema) -> str:
     return schema_hash_of(schema_signature(schema))
 
 
-def _fixed(values: np.ndarray, width: int) -> np.ndarray:
-    """Big-endian bytes of a numeric numpy array as an (n, width) uint8 matrix."""
-    return np.ascontiguousarray(values).view(np.uint8).reshape(-1, width)
+@dataclass(frozen=True)
+class _Words:
+    """A column whose payload is the low `width` bytes of each value, big-endian."""
+
+    tag: int
+    valid: np.ndarray  # uint8, 1 = value
+    values: np.ndarray  # uint64 (the bits of signed values), zero where null
+    width: int
 
 
-def _header(tag: int, valid: np.ndarray) -> np.ndarray:
-    head = np.empty((valid.shape[0], 2), dtype=np.uint8)
-    head[:, 0] = tag
-    head[:, 1] = valid
-    return head
+@dataclass(frozen=True)
+class _Bytes:
+    """A string or binary column: u32-BE length, then the bytes (length 0 where null)."""
+
+    tag: int
+    valid: np.ndarray
+    offsets: np.ndarray  # int64, n + 1
+    data: np.ndarray  # uint8
 
 
-def _encode_column(field: pa.Field, array: pa.Array) -> list[np.ndarray | pa.Array]:
-    """Segments (fixed matrices or binary arrays) encoding one column, header included."""
+@dataclass(frozen=True)
+class _Matrix:
+    """Fixed-width encoded bytes, header included, as an (n, width) uint8 matrix."""
+
+    rows: np.ndarray
+
+
+_Segment = _Words | _Bytes | _Matrix
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """A read-only view: zero-copy Arrow buffers are read-only, so every input of the
+    compiled loops is made so, and each loop compiles for one signature only."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def _valid(array: pa.Array) -> np.ndarray:
+    if array.null_count == 0:
+        return np.ones(len(array), dtype=np.uint8)
+    return pc.is_valid(array).to_numpy(zero_copy_only=False).astype(np.uint8)
+
+
+def _var_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 offsets, data) of a binary or large_binary array, honouring its slice offset."""
+    if len(array) == 0:  # an empty array may come without buffers
+        return np.zeros(1, np.int64), np.zeros(0, np.uint8)
+    wide = pa.types.is_large_binary(array.type) or pa.types.is_large_string(array.type)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if wide else np.int32)
+    offsets = offsets[array.offset : array.offset + len(array) + 1].astype(np.int64, copy=False)
+    data = array.buffers()[2]
+    return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(
+        0, np.uint8
+    )
+
+
+def _words(tag: int, valid: np.ndarray, array: pa.Array, zero: object, width: int) -> _Words:
+    values = pc.fill_null(array, zero).to_numpy(zero_copy_only=False)
+    bits = values.astype(np.int64, copy=False).view(np.uint64)
+    return _Words(tag, _frozen(valid), _frozen(bits), width)
+
+
+def _encode_column(field: pa.Field, array: pa.Array) -> _Segment:
+    """How one column is encoded: payload values for the compiled assembly loops."""
     tag, _ = _tag_and_name(field)
     if pa.types.is_dictionary(array.type):
         array = decode_dictionary(array)
     n = len(array)
-    valid = (
-        np.ones(n, dtype=np.uint8)
-        if array.null_count == 0
-        else pc.is_valid(array).to_numpy(zero_copy_only=False).astype(np.uint8)
-    )
-    head = _header(tag, valid)
+    valid = _valid(array)
     if tag in (TAG_STRING, TAG_BINARY):
-        # one physical layout first (view and fixed-size types have no fill kernel)
-        data = array.cast(pa.large_string() if tag == TAG_STRING else pa.large_binary())
-        data = pc.fill_null(data, "" if tag == TAG_STRING else b"")
-        lengths = pc.binary_length(data).to_numpy(zero_copy_only=False).astype(">u4")
-        data = data.view(pa.large_binary()) if tag == TAG_STRING else data
-        return [np.hstack([head, _fixed(lengths, 4)]), data]
+        # one physical layout first (view and fixed-size types have no offsets buffer)
+        if not (
+            pa.types.is_string(array.type)
+            or pa.types.is_large_string(array.type)
+            or pa.types.is_binary(array.type)
+            or pa.types.is_large_binary(array.type)
+        ):
+            array = array.cast(pa.large_string() if tag == TAG_STRING else pa.large_binary())
+        offsets, data = _var_parts(array)
+        return _Bytes(tag, _frozen(valid), _frozen(offsets), _frozen(data))
     if tag == TAG_BOOL:
-        payload = pc.fill_null(array, False).to_numpy(zero_copy_only=False).astype(np.uint8)
-        return [np.hstack([head, payload.reshape(-1, 1)])]
+        return _words(tag, valid, array, False, 1)
     if tag == TAG_INT:
-        values = pc.fill_null(array.cast(pa.int64()), 0).to_numpy().astype(">i8")
-        return [np.hstack([head, _fixed(values, 8)])]
+        return _words(tag, valid, array.cast(pa.int64()), 0, 8)
     if tag == TAG_UINT:
-        values = pc.fill_null(array.cast(pa.uint64()), 0).to_numpy().astype(">u8")
-        return [np.hstack([head, _fixed(values, 8)])]
+        values = pc.fill_null(array.cast(pa.uint64()), 0).to_numpy()
+        return _Words(tag, _frozen(valid), _frozen(values.astype(np.uint64, copy=False)), 8)
     if tag == TAG_FLOAT:
         values = pc.fill_null(array.cast(pa.float64()), 0.0).to_numpy().astype(np.float64)
         with np.errstate(invalid="ignore"):  # signalling NaNs are canonicalized below
             values = values + 0.0  # -0.0 + 0.0 == +0.0
         bits = values.view(np.uint64).copy()
         bits[np.isnan(values)] = CANONICAL_NAN
-        return [np.hstack([head, _fixed(bits.astype(">u8"), 8)])]
+        return _Words(tag, _frozen(valid), _frozen(bits), 8)
     if tag == TAG_TIMESTAMP:
         try:
             micros = array.cast(pa.timestamp("us", tz=array.type.tz), safe=True)
@@ -151,20 +202,28 @@ def _encode_column(field: pa.Field, array: pa.Array) -> list[np.ndarray | pa.Arr
                 f"column {field.name!r}: timestamps below microsecond precision cannot be "
                 f"committed (Delta keeps microseconds): {exc}"
             ) from exc
-        values = pc.fill_null(micros.cast(pa.int64()), 0).to_numpy().astype(">i8")
-        return [np.hstack([head, _fixed(values, 8)])]
-    if tag == TAG_DATE:
-        days = array.cast(pa.date32()).cast(pa.int32())
-        values = pc.fill_null(days, 0).to_numpy().astype(">i4")
-        return [np.hstack([head, _fixed(values, 4)])]
+        return _words(tag, valid, micros.cast(pa.int64()), 0, 8)
+    if tag == TAG_DATE:  # int32 days: the low 4 bytes of the sign-extended value
+        return _words(tag, valid, array.cast(pa.date32()).cast(pa.int32()), 0, 4)
     # decimal: precision, scale, 16-byte big-endian two's complement of the unscaled value
     dec = array.cast(pa.decimal128(array.type.precision, array.type.scale))
     raw = np.frombuffer(dec.buffers()[1], dtype=np.uint8)[dec.offset * 16 : (dec.offset + n) * 16]
-    unscaled = raw.reshape(n, 16)[:, ::-1] * valid[:, None]
-    meta = np.empty((n, 2), dtype=np.uint8)
-    meta[:, 0] = dec.type.precision
-    meta[:, 1] = dec.type.scale
-    return [np.hstack([head, meta, unscaled])]
+    rows = np.empty((n, 20), dtype=np.uint8)
+    rows[:, 0] = tag
+    rows[:, 1] = valid
+    rows[:, 2] = dec.type.precision
+    rows[:, 3] = dec.type.scale
+    rows[:, 4:] = raw.reshape(n, 16)[:, ::-1] * valid[:, None]
+    return _Matrix(rows)
+
+
+def _encoded_lengths(segment: _Segment) -> np.ndarray | int:
+    """Bytes each row of a segment takes (an array for strings, else one width)."""
+    if isinstance(segment, _Words):
+        return 2 + segment.width
+    if isinstance(segment, _Bytes):
+        return 6 + np.diff(segment.offsets) * segment.valid
+    return segment.rows.shape[1]
 
 
 @njit(cache=True, nogil=True)
@@ -177,30 +236,64 @@ def _place_fixed(out: np.ndarray, cursor: np.ndarray, matrix: np.ndarray) -> Non
         cursor[i] = start + width
 
 
+@njit(cache=True, inline="always")
+def _big_endian(out: np.ndarray, at: int, value: np.uint64, width: int) -> None:
+    for j in range(width):
+        out[at + j] = np.uint8((value >> np.uint64(8 * (width - 1 - j))) & np.uint64(0xFF))
+
+
 @njit(cache=True, nogil=True)
-def _place_var(out: np.ndarray, cursor: np.ndarray, offsets: np.ndarray, data: np.ndarray) -> None:
+def _place_words(
+    out: np.ndarray, cursor: np.ndarray, tag: int, valid: np.ndarray, values: np.ndarray, width: int
+) -> None:
+    for i in range(values.shape[0]):
+        start = cursor[i]
+        out[start] = tag
+        out[start + 1] = valid[i]
+        if width == 8:  # constant widths: the byte loop is unrolled (2-3x faster)
+            _big_endian(out, start + 2, values[i], 8)
+        elif width == 4:
+            _big_endian(out, start + 2, values[i], 4)
+        else:
+            _big_endian(out, start + 2, values[i], width)
+        cursor[i] = start + 2 + width
+
+
+@njit(cache=True, nogil=True)
+def _place_bytes(
+    out: np.ndarray,
+    cursor: np.ndarray,
+    tag: int,
+    valid: np.ndarray,
+    offsets: np.ndarray,
+    data: np.ndarray,
+) -> None:
     for i in range(offsets.shape[0] - 1):
-        start, lo, hi = cursor[i], offsets[i], offsets[i + 1]
-        for j in range(hi - lo):
-            out[start + j] = data[lo + j]
-        cursor[i] = start + hi - lo
+        start, lo = cursor[i], offsets[i]
+        length = (offsets[i + 1] - lo) * valid[i]
+        out[start] = tag
+        out[start + 1] = valid[i]
+        for j in range(4):
+            out[start + 5 - j] = np.uint8((length >> (8 * j)) & 0xFF)
+        copy_bytes(out, start + 6, data, lo, length)  # memcpy: 5x a slice assignment
+        cursor[i] = start + 6 + length
 
 
-def _var_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, data) of a large_binary array, honouring its slice offset."""
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)
-    offsets = offsets[array.offset : array.offset + len(array) + 1]
-    data = array.buffers()[2]
-    return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(
-        0, np.uint8
-    )
+def _place(out: np.ndarray, cursor: np.ndarray, segment: _Segment) -> None:
+    if isinstance(segment, _Words):
+        _place_words(out, cursor, segment.tag, segment.valid, segment.values, segment.width)
+    elif isinstance(segment, _Bytes):
+        _place_bytes(out, cursor, segment.tag, segment.valid, segment.offsets, segment.data)
+    else:
+        _place_fixed(out, cursor, segment.rows)
 
 
 def leaf_messages(table: pa.Table | pa.RecordBatch) -> pa.LargeBinaryArray:
     """`0x00 ‖ encoded row` for every row: the exact messages whose SHA-256 are leaf hashes.
 
-    Each column yields fixed-width matrices and/or variable-length parts; the rows are
-    then assembled in one pass by two small compiled copy loops.
+    Each column is reduced to its payload values (no per-column byte matrices), then the
+    rows are assembled column by column by small compiled loops writing straight into the
+    output buffer.
     """
     n = table.num_rows
     ncols = table.num_columns
@@ -210,34 +303,19 @@ def leaf_messages(table: pa.Table | pa.RecordBatch) -> pa.LargeBinaryArray:
     prefix[:, 0] = 0x00  # RFC 9162 leaf domain separator
     prefix[:, 1] = ENCODING_VERSION
     prefix[:, 2:] = np.frombuffer(ncols.to_bytes(2, "big"), dtype=np.uint8)
-    segments: list[np.ndarray | tuple[np.ndarray, np.ndarray]] = []
-    lengths = np.zeros(n, dtype=np.int64)
-    fixed_run: list[np.ndarray] = [prefix]  # consecutive fixed-width parts, stacked once
+    segments: list[_Segment] = [_Matrix(prefix)]
     for field, column in zip(table.schema, table.columns, strict=True):
         array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        for seg in _encode_column(field, array):
-            if isinstance(seg, np.ndarray):
-                fixed_run.append(seg)
-                continue
-            segments.append(np.hstack(fixed_run))
-            fixed_run = []
-            offsets, data = _var_parts(seg)
-            segments.append((offsets, data))
-            lengths += np.diff(offsets)
-    if fixed_run:
-        segments.append(np.hstack(fixed_run))
-    for seg in segments:
-        if isinstance(seg, np.ndarray):
-            lengths += seg.shape[1]
+        segments.append(_encode_column(field, array))
+    lengths = np.zeros(n, dtype=np.int64)
+    for segment in segments:
+        lengths += _encoded_lengths(segment)
     out_offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=out_offsets[1:])
     out = np.empty(int(out_offsets[-1]), dtype=np.uint8)
     cursor = out_offsets[:-1].copy()
-    for seg in segments:
-        if isinstance(seg, np.ndarray):
-            _place_fixed(out, cursor, np.ascontiguousarray(seg))
-        else:
-            _place_var(out, cursor, seg[0], seg[1])
+    for segment in segments:
+        _place(out, cursor, segment)
     return pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), n, [None, pa.py_buffer(out_offsets), pa.py_buffer(out)]
     )

@@ -25,6 +25,8 @@ HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 # Below this many messages, hashlib beats starting the compiled kernel.
 _SMALL_BATCH = 512
+# The same for tree levels, in pairs: no Arrow array to build (16 pairs: 13 µs vs 8 µs).
+_SMALL_LEVEL = 16
 # Leaf hashes gathered before a perfect subtree is folded (a power of two).
 BLOCK_LEAVES = 1 << 17
 
@@ -58,28 +60,31 @@ def sha256_binary(messages: pa.Array | pa.ChunkedArray, threads: int | None = No
     return sha256_many(data, offsets, threads=threads or hash_threads())
 
 
-def sha256_fixed(matrix: np.ndarray) -> np.ndarray:
-    """SHA-256 of every row of an (m, w) uint8 matrix of fixed-width messages."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.uint8)
-    m, width = matrix.shape
-    offsets = np.arange(0, (m + 1) * width, width, dtype=np.int64)
-    array = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), m, [None, pa.py_buffer(offsets), pa.py_buffer(matrix)]
-    )
-    return sha256_binary(array)
+def _parents(level: np.ndarray, threads: int | None) -> np.ndarray:
+    """Hashes of the parents of each adjacent pair of an (2m, 32) level, as (m, 32)."""
+    pairs = level.shape[0] // 2
+    if pairs < _SMALL_LEVEL:
+        data = level.tobytes()
+        joined = b"".join(
+            hashlib.sha256(NODE_PREFIX + data[i : i + 2 * HASH_SIZE]).digest()
+            for i in range(0, len(data), 2 * HASH_SIZE)
+        )
+        return np.frombuffer(joined, dtype=np.uint8).reshape(pairs, HASH_SIZE)
+    from ledger.sha256_simd import sha256_pairs
+
+    return sha256_pairs(level, NODE_PREFIX[0], threads=threads or hash_threads())
 
 
-def perfect_subtree_root(level: np.ndarray) -> bytes:
-    """Root of a perfect subtree given its 2^k leaf hashes as an (2^k, 32) matrix."""
+def perfect_subtree_root(level: np.ndarray, threads: int | None = None) -> bytes:
+    """Root of a perfect subtree given its 2^k leaf hashes as an (2^k, 32) matrix.
+
+    `threads` as for `sha256_binary` (1 inside a pool: no nested thread pools per level).
+    """
     m = level.shape[0]
     if m == 0 or m & (m - 1):
         raise ValueError(f"a perfect subtree needs a power-of-two number of leaves, got {m}")
     while level.shape[0] > 1:
-        pairs = level.reshape(-1, 2 * HASH_SIZE)
-        messages = np.empty((pairs.shape[0], 1 + 2 * HASH_SIZE), dtype=np.uint8)
-        messages[:, 0] = NODE_PREFIX[0]
-        messages[:, 1:] = pairs
-        level = sha256_fixed(messages)
+        level = _parents(level, threads)
     return level[0].tobytes()
 
 
@@ -155,14 +160,15 @@ class TreeBuilder:
         return acc
 
 
-def perfect_subtrees(hashes: np.ndarray) -> list[tuple[int, bytes]]:
+def perfect_subtrees(hashes: np.ndarray, threads: int | None = None) -> list[tuple[int, bytes]]:
     """(size, root) of the perfect subtrees that RFC 9162 splits these leaves into,
     largest first (the binary digits of their count)."""
     parts, start = [], 0
     for bit in reversed(range(hashes.shape[0].bit_length())):
         count = 1 << bit
         if hashes.shape[0] - start >= count:
-            parts.append((count, perfect_subtree_root(hashes[start : start + count])))
+            root = perfect_subtree_root(hashes[start : start + count], threads)
+            parts.append((count, root))
             start += count
     return parts
 

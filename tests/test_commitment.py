@@ -413,3 +413,82 @@ def test_unsupported_key_column_raises_unsupported_type_error() -> None:
     for key in (["tags"], ["id"], None):
         with pytest.raises(UnsupportedTypeError, match="'tags'"):
             commit_table(table, key)
+
+
+# --- integer keys: numpy sort path --------------------------------------------------------
+INTEGER_KEY_TYPES = [
+    pa.int8(),
+    pa.int16(),
+    pa.int32(),
+    pa.int64(),
+    pa.uint8(),
+    pa.uint32(),
+    pa.uint64(),
+    pa.timestamp("us", tz="UTC"),
+    pa.timestamp("us"),
+    pa.date32(),
+    pa.date64(),
+]
+
+
+def _type_range(kind: pa.DataType) -> tuple[int, int]:
+    if pa.types.is_integer(kind):
+        bits = kind.bit_width
+        if pa.types.is_signed_integer(kind):
+            return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        return 0, 2**bits - 1
+    if pa.types.is_date32(kind):
+        return -(2**31), 2**31 - 1
+    if pa.types.is_date64(kind):
+        return -(10**6), 10**6  # days, stored as whole days of milliseconds
+    return -(2**63), 2**63 - 1
+
+
+def _integer_key_table(kind: pa.DataType, values: list[int]) -> pa.Table:
+    if pa.types.is_date64(kind):
+        storage = pa.array([v * 86_400_000 for v in values], pa.int64())
+    else:
+        storage = pa.array(values, pa.int64() if not pa.types.is_integer(kind) else kind)
+        storage = storage.cast(pa.int32() if pa.types.is_date32(kind) else storage.type)
+    return pa.table({"k": storage.view(kind), "v": pa.array([str(v) for v in values], pa.string())})
+
+
+@SETTINGS
+@given(st.sampled_from(INTEGER_KEY_TYPES), st.data())
+def test_integer_key_order_equals_arrow_sort(kind: pa.DataType, data: st.DataObject) -> None:
+    """The numpy sort of an integer key (packed or argsort) orders rows as Arrow does."""
+    lo, hi = _type_range(kind)
+    edges = st.sampled_from([lo, hi, 0, 1, lo + 1, hi - 1]).filter(lambda v: lo <= v <= hi)
+    values = data.draw(st.lists(st.integers(lo, hi) | edges, max_size=60, unique=True))
+    table = _integer_key_table(kind, values)
+    expected = pc.sort_indices(table, sort_keys=[("k", "ascending")]).to_pylist()
+    assert canonical_order(table, ["k"]).to_pylist() == expected
+    ordered = table.take(pa.array(expected, pa.int64()))
+    assert canonical_order(ordered, ["k"]).to_pylist() == list(range(len(values)))
+    assert commit_table(ordered, ["k"]) == commit_table(table, ["k"])
+
+
+@SETTINGS
+@given(st.lists(st.integers(-3, 3), max_size=40), seeds)
+def test_duplicate_integer_keys_tie_by_leaf_bytes(keys: list[int], seed: int) -> None:
+    """Duplicate integer keys (no nulls) fall back to the key + leaf-byte order."""
+    rng = random.Random(seed)
+    values = pa.array([rng.choice(["a", "b", "c"]) for _ in keys], pa.string())
+    table = pa.table({"k": pa.array(keys, pa.int64()), "v": values})
+    rows_ = sorted(zip(table.column("k").to_pylist(), encode_rows(table), strict=True))
+    assert commit_table(table, ["k"]).root == root([r for _, r in rows_]).hex()
+    assert commit_table(permuted(table, rng), ["k"]).root == root([r for _, r in rows_]).hex()
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 4, 1 << 17])
+def test_already_sorted_key_is_committed_without_gather(batch_rows: int) -> None:
+    """Rows already in key order (sliced, many chunks) give the root of any other order."""
+    table = random_table(97, 7)
+    ordered = sorted_table(table, ["id"])
+    chunked = pa.concat_tables([ordered.slice(s, 10) for s in range(0, 97, 10)])
+    tail = pa.concat_tables([table.slice(0, 3), ordered]).slice(3)  # columns with an offset
+    with mock.patch.object(commitment, "BATCH_ROWS", batch_rows):
+        expected = commit_table(table, ["id"])
+        assert commit_table(ordered, ["id"]) == expected
+        assert commit_table(chunked, ["id"]) == expected
+        assert commit_table(tail, ["id"]) == expected

@@ -778,3 +778,23 @@ def test_sha256_many_partial_lane_groups(count: int, threads: int) -> None:
     assert sha256_many(buf, np.zeros(1, dtype=np.int64)).shape == (0, 32)
     with pytest.raises(ValueError):
         sha256_many(buf, offsets[::-1].copy())
+
+
+@pytest.mark.parametrize("pairs", [1, 7, 16, 513, 2000])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sha256_pairs_is_one_level_up(pairs: int, threads: int) -> None:
+    """The interior-level kernel: SHA-256(prefix ‖ left ‖ right) of each adjacent pair."""
+    from ledger.sha256_simd import sha256_pairs
+
+    rng = np.random.default_rng(pairs)
+    level = rng.integers(0, 256, (2 * pairs, 32), dtype=np.uint8)
+    got = sha256_pairs(level, 0x01, threads=threads)
+    data = level.tobytes()
+    want = [node_hash(data[i : i + 32], data[i + 32 : i + 64]) for i in range(0, len(data), 64)]
+    assert [bytes(h) for h in got] == want
+    assert bytes(sha256_pairs(level[-2:], 0x01)[0]) == want[-1]  # a row slice
+    for width in (1, 2):  # threads passed down: the same root
+        sub = level[: 1 << (2 * pairs).bit_length() - 1]
+        assert perfect_subtree_root(sub, threads=width) == perfect_subtree_root(sub)
+    with pytest.raises(ValueError):
+        sha256_pairs(np.zeros((3, 32), np.uint8), 0x01)
