@@ -279,7 +279,8 @@ def _read_jsonl(text: str) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _typed_value(col: Column) -> pl.Expr:
-    """The column's text parsed to its spec type (null where it does not parse)."""
+    """The column's text parsed to its spec type (null where it does not parse or is blank:
+    a missing value is null whatever the type)."""
     text = pl.col(col.name).str.strip_chars()
     if col.type == "float":
         return text.cast(pl.Float64, strict=False)
@@ -295,17 +296,34 @@ def _typed_value(col: Column) -> pl.Expr:
             .otherwise(None)
             .cast(pl.Boolean)
         )
-    return text
+    return pl.when(text != "").then(text)
+
+
+def _plainly_valid(col: Column) -> pl.Expr:
+    """True where the value passes every rule of `_reason` by a cheap test (present, short
+    in bytes, finite, in range and categories); other rows get the full, ordered checks."""
+    value = pl.col(f"__v_{col.name}")
+    valid = value.is_not_null() & (pl.col(col.name).str.len_bytes() <= col.max_length)
+    if col.type == "float":
+        valid &= value.is_finite()
+    if col.min is not None:
+        valid &= value >= col.min
+    if col.max is not None:
+        valid &= value <= col.max
+    if col.categories is not None:
+        valid &= value.cast(pl.String).is_in([str(c) for c in col.categories])
+    return valid
 
 
 def _reason(col: Column) -> pl.Expr:
     """`CODE|message` for the first rule the row breaks in this column, else null.
 
-    Works on the columns made by `validate_rows` (`__v_` typed value, `__m_` missing), so
-    each value is parsed once; messages are literals, the raw row is in the payload.
+    Works on the typed value made by `validate_rows` (`__v_`), so each value is parsed
+    once; messages are literals, the raw row is in the payload.
     """
     name = col.name
-    raw, value, missing = pl.col(name), pl.col(f"__v_{name}"), pl.col(f"__m_{name}")
+    raw, value = pl.col(name), pl.col(f"__v_{name}")
+    missing = raw.is_null() | (raw.str.strip_chars() == "")
     reason = (
         pl.when(missing & (not col.nullable))
         .then(pl.lit(f"MISSING_VALUE|{name}: missing value"))
@@ -357,31 +375,21 @@ def validate_rows(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(typed valid rows, rejected rows [reason_code, message, payload]) of a frame made by
     `conform_columns` (or a stack of them); both keep the id columns (`FILE` if present,
-    row_index) first."""
+    row_index) first. Every value is parsed once; the ordered rule chain that names the
+    reason runs only on the few rows that fail the cheap test."""
     ids = [c for c in (FILE, "row_index") if c in frame.columns]
-    parsed = frame.with_columns(
-        *[_typed_value(c).alias(f"__v_{c.name}") for c in spec.columns],
-        *[
-            (pl.col(c.name).is_null() | (pl.col(c.name).str.strip_chars() == "")).alias(
-                f"__m_{c.name}"
-            )
-            for c in spec.columns
-        ],
+    parsed = frame.with_columns(_typed_value(c).alias(f"__v_{c.name}") for c in spec.columns)
+    plain = parsed.select(pl.all_horizontal(_plainly_valid(c) for c in spec.columns))
+    suspects = plain.to_series().fill_null(False).not_().arg_true()
+    reasons = parsed[suspects].select(
+        pl.coalesce(_reason(c) for c in spec.columns).alias("__r"), pl.all()
     )
-    checked = parsed.with_columns(pl.coalesce([_reason(c) for c in spec.columns]).alias("__r"))
-    good = checked.filter(pl.col("__r").is_null()).select(
-        *ids,
-        *[
-            pl.when(pl.col(f"__m_{c.name}"))
-            .then(None)
-            .otherwise(pl.col(f"__v_{c.name}"))
-            .cast(c.polars_type())
-            .alias(c.name)
-            for c in spec.columns
-        ],
+    keep = pl.repeat(True, frame.height, eager=True).scatter(suspects, reasons["__r"].is_null())
+    good = parsed.filter(keep).select(
+        *ids, *[pl.col(f"__v_{c.name}").cast(c.polars_type()).alias(c.name) for c in spec.columns]
     )
     split = pl.col("__r").str.split_exact("|", 1)
-    bad = checked.filter(pl.col("__r").is_not_null()).select(
+    bad = reasons.filter(pl.col("__r").is_not_null()).select(
         *ids,
         split.struct.field("field_0").alias("reason_code"),
         split.struct.field("field_1").alias("message"),
@@ -509,15 +517,17 @@ def split_duplicates(
     its hash was accepted before (`known`) or appeared earlier among the candidates; the
     duplicate names the first contributor and batch, who keep the credit."""
     hashes = candidates["row_hash"]
-    first, seen = hashes.is_first_distinct(), hashes.is_in(known["row_hash"])
+    first = hashes.is_first_distinct()
+    seen = hashes.is_in(known["row_hash"].implode())
     accepted = candidates.filter(first & ~seen)
+    repeated = pl.concat([candidates.filter(first & seen), candidates.filter(~first)])
+    wanted = pl.col("row_hash").is_in(repeated["row_hash"].implode())  # few: join less
     origin = pl.concat(
         [
-            known.select("row_hash", "contributor", "batch_id"),
-            accepted.select("row_hash", "contributor", "batch_id"),
+            known.filter(wanted).select("row_hash", "contributor", "batch_id"),
+            accepted.filter(wanted).select("row_hash", "contributor", "batch_id"),
         ]
     ).rename({"contributor": "first_contributor", "batch_id": "first_batch_id"})
-    repeated = pl.concat([candidates.filter(first & seen), candidates.filter(~first)])
     duplicates = repeated.join(origin, on="row_hash", how="left")
     return accepted, duplicates.select(list(DUPLICATES_SCHEMA)).cast(DUPLICATES_SCHEMA)  # type: ignore[arg-type]
 
