@@ -278,10 +278,10 @@ def _read_jsonl(text: str) -> tuple[pl.DataFrame, pl.DataFrame]:
 # --- validation -----------------------------------------------------------------------------
 
 
-def _typed_value(col: Column) -> pl.Expr:
+def _typed_value(col: Column, strip: bool = True) -> pl.Expr:
     """The column's text parsed to its spec type (null where it does not parse or is blank:
-    a missing value is null whatever the type)."""
-    text = pl.col(col.name).str.strip_chars()
+    a missing value is null whatever the type); `strip=False` parses a number as it is."""
+    text = pl.col(col.name).str.strip_chars() if strip else pl.col(col.name)
     if col.type == "float":
         return text.cast(pl.Float64, strict=False)
     if col.type == "int":
@@ -378,15 +378,28 @@ def validate_rows(
     row_index) first. Every value is parsed once; the ordered rule chain that names the
     reason runs only on the few rows that fail the cheap test."""
     ids = [c for c in (FILE, "row_index") if c in frame.columns]
-    parsed = frame.with_columns(_typed_value(c).alias(f"__v_{c.name}") for c in spec.columns)
+    numbers = [c for c in spec.columns if c.type in ("float", "int")]
+    parsed = frame.with_columns(
+        _typed_value(c, strip=c.type not in ("float", "int")).alias(f"__v_{c.name}")
+        for c in spec.columns
+    )  # unstripped, a padded number fails the cheap test and is parsed again below
     plain = parsed.select(pl.all_horizontal(_plainly_valid(c) for c in spec.columns))
     suspects = plain.to_series().fill_null(False).not_().arg_true()
-    reasons = parsed[suspects].select(
-        pl.coalesce(_reason(c) for c in spec.columns).alias("__r"), pl.all()
+    reasons = (
+        parsed[suspects]
+        .with_columns(_typed_value(c).alias(f"__v_{c.name}") for c in numbers)
+        .select(pl.coalesce(_reason(c) for c in spec.columns).alias("__r"), pl.all())
     )
     keep = pl.repeat(True, frame.height, eager=True).scatter(suspects, reasons["__r"].is_null())
-    good = parsed.filter(keep).select(
-        *ids, *[pl.col(f"__v_{c.name}").cast(c.polars_type()).alias(c.name) for c in spec.columns]
+    good = (
+        parsed.with_columns(
+            parsed[f"__v_{c.name}"].scatter(suspects, reasons[f"__v_{c.name}"]) for c in numbers
+        )
+        .filter(keep)
+        .select(
+            *ids,
+            *[pl.col(f"__v_{c.name}").cast(c.polars_type()).alias(c.name) for c in spec.columns],
+        )
     )
     split = pl.col("__r").str.split_exact("|", 1)
     bad = reasons.filter(pl.col("__r").is_not_null()).select(
