@@ -2,9 +2,9 @@
 
 A submission is a file (CSV, Parquet or JSON Lines) in a Datanet's inbox with a manifest
 naming its contributor and, where the spec requires it, an Ed25519 signature over the
-file's hash. Each file is read as text columns, validated against the spec column by
-column (vectorized with polars), typed, hashed per row (the row hash is the RFC 9162 leaf
-hash of the row's typed spec columns) and split three ways:
+file's hash. Each file is read as text columns; the rows of every file of a run are then
+stacked and, in one vectorized polars pass, validated against the spec, typed, hashed (the
+row hash is the RFC 9162 leaf hash of the row's typed spec columns) and split three ways:
 
 - accepted rows → `contributions` (typed columns + contributor, batch, received time, hash);
 - rejected rows → `quarantine` with a reason code, a message and the raw row as JSON; a
@@ -380,8 +380,7 @@ def validate_rows(
     ids = [c for c in (FILE, "row_index") if c in frame.columns]
     numbers = [c for c in spec.columns if c.type in ("float", "int")]
     parsed = frame.with_columns(
-        _typed_value(c, strip=c.type not in ("float", "int")).alias(f"__v_{c.name}")
-        for c in spec.columns
+        _typed_value(c, strip=c not in numbers).alias(f"__v_{c.name}") for c in spec.columns
     )  # unstripped, a padded number fails the cheap test and is parsed again below
     plain = parsed.select(pl.all_horizontal(_plainly_valid(c) for c in spec.columns))
     suspects = plain.to_series().fill_null(False).not_().arg_true()
