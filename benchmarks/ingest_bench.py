@@ -29,7 +29,7 @@ the kernel's peak-RSS mark (/proc/self/clear_refs = 5) and reports
 `getrusage(RUSAGE_SELF).ru_maxrss` after the step minus the RSS at its start (extra peak),
 and the process's whole peak. The full variant also reports a stage split, taken by
 wrapping (in the child only) `assets.ingest.read_text_columns`, `validate_rows`,
-`row_leaf_hashes` and, inside `ledger.lake.Lake.write`, `write_deltalake`, `Lake.read`,
+`row_hashes` and, inside `ledger.lake.Lake.write`, `write_deltalake`, `Lake.read`,
 `commit_table` and `Ledger.append`; each wrapper also records how far its calls raised the
 peak RSS.
 """
@@ -420,7 +420,7 @@ def run_full(data: Path, n_files: int, checks: bool) -> dict:
         clock = StageClock()
         clock.wrap(ingest_mod, "read_text_columns", "read CSV as text (read_text_columns)")
         clock.wrap(ingest_mod, "validate_rows", "validate + type (validate_rows)")
-        clock.wrap(ingest_mod, "row_leaf_hashes", "row hashes (row_leaf_hashes)")
+        clock.wrap(ingest_mod, "row_hashes", "row hashes (row_hashes)")
         clock.wrap(lake_mod.Lake, "write", "Lake.write total")
         clock.wrap(lake_mod, "write_deltalake", "Delta write (write_deltalake)")
         clock.wrap(lake_mod.Lake, "read", "Delta read-back (Lake.read)")
@@ -576,7 +576,7 @@ GROUPS = {
         "read CSV as text (read_text_columns)",
         "validate + type (validate_rows)",
     ],
-    "row hashes": ["row hashes (row_leaf_hashes)"],
+    "row hashes": ["row hashes (row_hashes)"],
     "Delta writes": ["Delta write (write_deltalake)"],
     "ledger commits": [
         "Delta read-back (Lake.read)",

@@ -29,6 +29,7 @@ from assets.layout import (
     submit,
     write_registration,
 )
+from ledger.commitment import row_leaf_hashes
 
 SPEC = """
 name: toy
@@ -126,6 +127,14 @@ def test_unusable_files_are_quarantined_whole(
     assert result.contributions.height == 0
     assert result.quarantine.select("row_index", "reason_code").rows() == [(-1, reason)]
     assert result.batches["status"].to_list() == ["rejected"]
+
+
+def test_padded_values_are_stripped_and_the_row_hash_is_the_leaf_hash(tmp_path: Path) -> None:
+    result = ingest_one(tmp_path, "f.csv", HEADER + GOOD + " 2.5 , 3 , blue , x ,false, 1\n")
+    rows = result.contributions
+    assert rows.select("x", "n", "color", "note", "y").rows()[1] == (2.5, 3, "blue", "x", 1)
+    typed = rows.select("x", "n", "color", "note", "flag", "y")
+    assert rows["row_hash"].to_list() == row_leaf_hashes(typed).to_pylist()
 
 
 def test_extra_columns_are_ignored_and_recorded(tmp_path: Path) -> None:
