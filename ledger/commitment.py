@@ -223,5 +223,8 @@ def leaf_hash_matrix(ordered: pa.Table) -> np.ndarray:
 def row_leaf_hashes(data: object) -> pa.StringArray:
     """Hex RFC 9162 leaf hash of every row (in the given order): a row's identity."""
     matrix = leaf_hash_matrix(as_arrow_table(data))
-    hexed = np.frombuffer(binascii.hexlify(matrix.tobytes()), dtype="S64")
-    return pa.array(hexed.astype(str), type=pa.string())
+    hexed = binascii.hexlify(matrix.tobytes())  # 64 ASCII bytes per row, back to back
+    offsets = np.arange(0, 64 * (len(matrix) + 1), 64, dtype=np.int64)
+    return pa.LargeStringArray.from_buffers(
+        len(matrix), pa.py_buffer(offsets), pa.py_buffer(hexed)
+    ).cast(pa.string())

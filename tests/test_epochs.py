@@ -29,6 +29,7 @@ from assets.recompute import (
 )
 from ledger.lake import Lake
 from ledger.verify import verify_lake
+from openledger_pipelines.definitions import build_defs
 from openledger_pipelines.runner import run_datanets, run_epoch
 
 CLOSED_AT = datetime(2026, 11, 10, tzinfo=UTC)
@@ -396,14 +397,17 @@ def test_the_schedule_closes_epochs_when_due(closed_lake: Path) -> None:
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("datanets", ["wine", "breast_cancer"])
         for days, expected in ((1, []), (8, ["breast_cancer|1", "wine|1"])):
-            context = dg.build_schedule_context(
+            # as a context manager, so the instance it opens is closed again (Dagster
+            # otherwise leaves it as the current definitions-state storage of the process)
+            with dg.build_schedule_context(
                 instance=instance,
                 scheduled_execution_time=closed + timedelta(days=days),
                 resources={"lake": LakeResource(root=str(closed_lake))},
-            )
-            requests = list(epoch_closer(context))  # type: ignore[arg-type]
+            ) as context:
+                requests = list(epoch_closer(context))  # type: ignore[arg-type]
             assert sorted(str(r.partition_key) for r in requests) == expected
         assert "1" in instance.get_dynamic_partitions("epochs")
+    assert build_defs(str(closed_lake)).resolve_job_def("datanet_job") is not None  # not leaked
 
 
 def test_concurrent_votes_are_all_recorded(lake_copy: Path) -> None:
