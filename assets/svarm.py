@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from assets.valuation import (
 )
 
 ENUMERATE_UP_TO = 20_000
-SHRINK_DF = 4  # pseudo degrees of freedom of a size's variance in a cell's variance  # sizes with at most this many sets are drawn from an explicit list
+SHRINK_DF = 4  # pseudo degrees of freedom of a size's variance in a cell's variance
 
 
 def size_distribution(n: int) -> dict[int, float]:
@@ -77,6 +78,16 @@ class _SetSampler:
         self.drawn = [1] + [0] * n  # distinct sets drawn per size
         self.unseen: dict[int, list[int]] = {}  # explicit lists for small sizes
         self.weights = size_distribution(n)
+        self.priority: dict[int, float] | None = None  # set by the caller for "neyman"
+
+    def _gain(self, s: int) -> tuple[float, float]:
+        """Variance removed by one more set of size s: a_s/(m(m+1)); two sets per size
+        first (to see its variance), in the order of the paper's weights."""
+        m = self.drawn[s]
+        if m < 2:
+            return (math.inf, self.weights[s] - m)
+        assert self.priority is not None
+        return (self.priority[s] / (m * (m + 1)), 0.0)
 
     def _take(self, mask: int) -> bool:
         if mask in self.seen:
@@ -136,8 +147,11 @@ class _SetSampler:
             open_sizes = [s for s in self.weights if self.drawn[s] < math.comb(self.n, s)]
             if not open_sizes:
                 return  # every coalition has been evaluated: the estimate is exact
-            p = np.array([self.weights[s] for s in open_sizes])
-            s = open_sizes[int(self.rng.choice(len(open_sizes), p=p / p.sum()))]
+            if self.priority is None:
+                p = np.array([self.weights[s] for s in open_sizes])
+                s = open_sizes[int(self.rng.choice(len(open_sizes), p=p / p.sum()))]
+            else:
+                s = max(open_sizes, key=self._gain)
             mask = self._draw_of_size(s)
             self._take(mask)
             yield mask
@@ -178,6 +192,22 @@ class _Strata:
         var = np.maximum(square / safe - mean**2, 0.0) * safe / np.maximum(safe - 1, 1)
         return mean, var
 
+    def _size_variances(self) -> np.ndarray:
+        """Variance of U over the sets drawn of each size, shrunk towards the mean variance
+        of the sizes with ≥ 2 sets (which a size with fewer sets takes)."""
+        _, size_var = self._mean_var(*self.size)
+        counts = self.size[2]
+        spread = size_var[counts >= 2]
+        fallback = float(spread.mean()) if spread.size else 0.0
+        df = np.maximum(counts - 1, 0)
+        return (df * size_var + SHRINK_DF * fallback) / (df + SHRINK_DF)
+
+    def priorities(self) -> dict[int, float]:
+        """a_s = σ_s² / (s (n − s)): every player's size-s contrast has variance
+        ≈ σ_s² n² / (m s (n − s)) after m sets of size s (Neyman allocation over sizes)."""
+        var = self._size_variances()
+        return {s: float(var[s]) / (s * (self.n - s)) for s in range(2, self.n - 1)}
+
     def estimate(self) -> tuple[np.ndarray, np.ndarray, int]:
         """(values, standard errors, empty cells among the sampled sizes).
 
@@ -192,11 +222,8 @@ class _Strata:
         mean variance of the others. The centring and the randomness of m are ignored.
         """
         n = self.n
-        size_mean, size_var = self._mean_var(*self.size)
-        counts = self.size[2]
-        spread = size_var[counts >= 2]
-        fallback_var = float(spread.mean()) if spread.size else 0.0
-        size_var = np.where(counts >= 2, size_var, fallback_var)
+        size_mean, _ = self._mean_var(*self.size)
+        size_var = self._size_variances()
         contrasts = np.zeros((n, n + 1))
         variance = np.zeros(n)
         empty = 0
@@ -230,6 +257,7 @@ def svarm_shapley(
     seed: int = 0,
     paired: bool = False,
     warm_up: bool = False,
+    allocation: Literal["paper", "neyman"] = "neyman",
     sets_per_batch: int = 16,
     workers: int = 1,
     utility_factory: Callable[[], Utility] | None = None,
@@ -267,6 +295,8 @@ def svarm_shapley(
             sampled += 0 if first else len(batch)
             first = False
             estimate, std_errors, empty = strata.estimate()
+            if allocation == "neyman":
+                sampler.priority = strata.priorities()
             batch = list(itertools.islice(stream, sets_per_batch))
             exhausted = not batch
             stop, converged = stopping.done(std_errors, sampled, evaluations)
