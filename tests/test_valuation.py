@@ -338,6 +338,14 @@ def test_values_are_identical_whatever_the_number_of_workers(demo: Lake) -> None
     assert np.array_equal(one.values, two.values)
     assert np.array_equal(one.std_errors, two.std_errors)
     assert one.utility_evaluations == two.utility_evaluations
+
+
+def test_svarm_values_are_identical_whatever_the_number_of_workers(demo: Lake) -> None:
+    spec = demo_spec("wine")
+    rows = pl.from_arrow(demo.read("contributions_wine"))
+    valid = validation_set(spec, Path(demo.root) / "specs")
+    players = sorted(set(rows["contributor"]))
+    factory = partial(build_utility, spec, rows, valid, players)
     rule = StoppingRule(half_width=1e-6, max_evaluations=40)
     one = svarm_shapley(factory(), players, rule, seed=5, sets_per_batch=6)
     two = svarm_shapley(
