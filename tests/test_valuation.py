@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assets.allocation import split_integer
-from assets.attribution import SHARES_PPB, build_utility
+from assets.attribution import SHARES_PPB, build_utility, value_contributors
 from assets.demo_data import DEMO_DATANETS, demo_spec
 from assets.knn_shapley import knn_shapley, nearest_first
 from assets.svarm import size_distribution, svarm_shapley
@@ -355,6 +355,20 @@ def test_svarm_values_are_identical_whatever_the_number_of_workers(demo: Lake) -
     assert np.array_equal(one.std_errors, two.std_errors)
     assert one.utility_evaluations == two.utility_evaluations
     assert two.notes["worker_fits"] > 0
+
+
+def test_the_policy_picks_svarm_unless_its_start_exceeds_the_budget(demo: Lake) -> None:
+    spec = demo_spec("wine")
+    rows = pl.from_arrow(demo.read("contributions_wine"))
+    valid = validation_set(spec, Path(demo.root) / "specs")
+    g = len(set(rows["contributor"]))
+    for budget, method in ((2 * g + 6, "svarm"), (2 * g + 1, "tmc_antithetic")):
+        policy = spec.valuation.model_copy(
+            update={"exact_max_players": 1, "max_evaluations": budget}
+        )
+        result = value_contributors(spec.model_copy(update={"valuation": policy}), rows, valid)
+        assert result.method == method
+        assert result.values.sum() == pytest.approx(result.total_utility, abs=0.05)
 
 
 def test_point_values_flag_the_flipped_rows(demo: Lake) -> None:
