@@ -169,10 +169,12 @@ class _Strata:
         self.minus = [np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=np.int64)]
         self.size = [np.zeros(n + 1), np.zeros(n + 1), np.zeros(n + 1, dtype=np.int64)]
         big = 1e300  # populations beyond this are "infinite" for the correction
-        self.pop_plus = np.array(
-            [min(math.comb(n - 1, s - 1), big) if s else 0 for s in range(n + 1)]
-        )
-        self.pop_minus = np.array([min(math.comb(n - 1, s), big) for s in range(n + 1)])
+
+        def population(k: int) -> float:  # float: exact integers would make object arrays
+            return float(min(math.comb(n - 1, k), big)) if k >= 0 else 0.0
+
+        self.pop_plus = np.array([population(s - 1) for s in range(n + 1)])
+        self.pop_minus = np.array([population(s) for s in range(n + 1)])
 
     def add(self, mask: int, value: float) -> None:
         member = np.array([(mask >> i) & 1 for i in range(self.n)], dtype=bool)

@@ -1119,6 +1119,8 @@ def summarize_groups(block: dict) -> list[str]:
         lines.append(
             f"svarm: options {block['svarm']['options']}, max |Σφ − U(N)+U(∅)| {max(gaps):.1e}"
         )
+        if "exact" in block["ours"]:
+            lines += svarm_coverage(block)
     for axis in ("fits", "calls"):
         grid = budget_grid(block, axis)
         curves = group_curves(block, axis, grid)
@@ -1128,6 +1130,24 @@ def summarize_groups(block: dict) -> list[str]:
             lines.append(f"  {budget:>5}  " + "  |  ".join(cells))
         if "exact" in block["ours"]:
             lines += efficiency(block, axis)
+    return lines
+
+
+def svarm_coverage(block: dict) -> list[str]:
+    """How often |svarm − exact| ≤ 1.96·SE, per budget band (players × seeds)."""
+    exact = np.asarray(block["ours"]["exact"]["values"])
+    bands = [(0, 50), (50, 100), (100, 200), (200, 400), (400, 1 << 30)]
+    lines = ["svarm 1.96·SE interval coverage of exact, by fits:"]
+    for low, high in bands:
+        hits = total = 0
+        for run in block["svarm"]["runs"]:
+            for snap in run["snapshots"]:
+                if low <= snap["fits"] < high:
+                    err = np.abs(np.asarray(snap["values"]) - exact)
+                    hits += int(np.sum(err <= 1.96 * np.asarray(snap["std_errors"])))
+                    total += err.size
+        if total:
+            lines.append(f"  {low}–{high} fits: {hits / total:.3f} of {total}")
     return lines
 
 
@@ -1359,6 +1379,7 @@ def main() -> None:
         if "g10" in parts:
             seeds = list(range(args.g10_seeds))
             doc["g10"] = part_groups(10, seeds, args.g10_budget, args.group_rows, tmp, log)
+            args.out.write_text(json.dumps(doc))  # partial results survive a later failure
         if "g100" in parts:
             seeds = list(range(args.g100_seeds))
             doc["g100"] = part_groups(100, seeds, args.g100_budget, args.group_rows, tmp, log)

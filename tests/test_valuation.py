@@ -208,6 +208,17 @@ def test_svarm_error_falls_with_the_budget_and_the_stopping_rule_holds() -> None
     assert np.all(np.abs(result.values - exact) <= 3 * result.std_errors + 1e-12)
 
 
+def test_svarm_handles_many_players() -> None:
+    """C(n−1, s) beyond int64 (n = 80); values of an additive game sum exactly."""
+    n = 80
+    weights = list(np.random.default_rng(1).uniform(size=n))
+    rule = StoppingRule(half_width=1e-9, max_evaluations=300)
+    result = svarm_shapley(partial(additive, weights), [str(i) for i in range(n)], rule)
+    assert result.utility_evaluations >= 300 and np.all(np.isfinite(result.std_errors))
+    assert result.values.sum() == pytest.approx(sum(weights), abs=1e-9)
+    assert np.mean(np.abs(result.values - weights)) < 0.5 * np.mean(weights)
+
+
 def test_svarm_is_deterministic_for_a_seed_and_batching_only_moves_the_stop() -> None:
     n = 8
     game, _ = random_game(n, seed=9)
