@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -1187,7 +1188,35 @@ def efficiency(block: dict, axis: str) -> list[str]:
                 f"    c/√{axis} fit ({label}): {method} c={consts[method]:.3f}, pyDVL "
                 f"c={consts['pydvl']:.3f}, {axis} ratio for equal RMSE {ratio:.2f}×"
             )
+        # (c) no model: per pyDVL budget in 4G..top, the budget at which this method's mean
+        # RMSE (log-log interpolated between its measured budgets) first gets as low
+        own = [(e["mean_x"], e["rmse"]) for e in curves[method] if "rmse" in e]
+        ratios = []
+        for budget, err in theirs:
+            if 4 * block["g"] <= budget <= their_top:
+                reach = matched_budget(own, err)
+                if reach is not None:
+                    ratios.append(budget / reach)
+        if ratios:
+            lines.append(
+                f"    matched RMSE, interpolated, pyDVL budgets {4 * block['g']}..{their_top}: "
+                f"{axis} ratio min {min(ratios):.2f}× median {float(np.median(ratios)):.2f}× "
+                f"max {max(ratios):.2f}× ({len(ratios)} budgets)"
+            )
     return lines
+
+
+def matched_budget(curve: list[tuple[float, float]], err: float) -> float | None:
+    """The first budget at which a (budget, RMSE) curve reaches `err`, interpolating log RMSE
+    linearly in log budget between measured points (None if it never does)."""
+    points = sorted(set(curve))
+    if not points or points[0][1] <= err:
+        return points[0][0] if points else None
+    for (x1, e1), (x2, e2) in itertools.pairwise(points):
+        if e1 > err >= e2:
+            t = (math.log(e1) - math.log(err)) / (math.log(e1) - math.log(e2))
+            return math.exp(math.log(x1) + t * (math.log(x2) - math.log(x1)))
+    return None
 
 
 def budget_grid(block: dict, axis: str) -> list[int]:
