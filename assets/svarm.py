@@ -89,6 +89,10 @@ class _SetSampler:
         assert self.priority is not None
         return (self.priority[s] / (m * (m + 1)), 0.0)
 
+    def complete(self) -> bool:
+        """Every coalition drawn: the estimate is exact."""
+        return all(self.drawn[s] == math.comb(self.n, s) for s in range(self.n + 1))
+
     def _take(self, mask: int) -> bool:
         if mask in self.seen:
             return False
@@ -268,11 +272,13 @@ def svarm_shapley(
     """Stratified SVARM with exact strata, sampling without replacement and a stopping rule.
 
     The exact strata (2n + 1 utilities besides U(∅)) are evaluated first whatever the budget;
-    then batches of `sets_per_batch` distinct sets, until every player's z·SE is within the
-    half-width (with at least `min_pairs` sampled sets and every stratum sampled) or
-    `max_evaluations` utilities were evaluated. `paired` adds each set's complement;
-    `warm_up` starts with the paper's block warm-up (every stratum gets a set). `counts`
-    is the number of sets evaluated: each one updates every player.
+    then batches of `sets_per_batch` distinct sets (the last one cut to the budget), until
+    every player's z·SE is within the half-width (with at least `min_pairs` sampled sets and
+    every stratum sampled) or `max_evaluations` utilities were evaluated. `paired` adds
+    each set's complement; `warm_up` starts with the paper's block warm-up (every stratum
+    gets a set); `allocation` picks sizes adaptively ("neyman") or from the paper's
+    distribution ("paper"). `counts` is the number of sets evaluated: each one updates
+    every player.
     """
     n = len(players)
     rng = np.random.default_rng(seed)
@@ -297,17 +303,17 @@ def svarm_shapley(
             sampled += 0 if first else len(batch)
             first = False
             estimate, std_errors, empty = strata.estimate()
-            if allocation == "neyman":
-                sampler.priority = strata.priorities()
-            batch = list(itertools.islice(stream, sets_per_batch))
-            exhausted = not batch
-            stop, converged = stopping.done(std_errors, sampled, evaluations)
+            exhausted = sampler.complete()
+            _, converged = stopping.done(std_errors, sampled, evaluations)
             converged = exhausted or (converged and empty == 0)
-            stop = converged or evaluations >= stopping.max_evaluations
             if progress:
                 progress(sampled, evaluations, float(np.max(stopping.z * std_errors)))
-            if stop:
+            room = stopping.max_evaluations - evaluations  # the last batch stops at the budget
+            if converged or room <= 0:
                 break
+            if allocation == "neyman":
+                sampler.priority = strata.priorities()
+            batch = list(itertools.islice(stream, min(sets_per_batch, room)))
     finally:
         if pool is not None:
             pool.shutdown()

@@ -224,14 +224,18 @@ def test_svarm_is_deterministic_for_a_seed_and_batching_only_moves_the_stop() ->
     game, _ = random_game(n, seed=9)
     players = [str(i) for i in range(n)]
     rule = StoppingRule(half_width=1e-9, max_evaluations=97)
-    one = svarm_shapley(game, players, rule, seed=4, paired=True, warm_up=True)
-    two = svarm_shapley(game, players, rule, seed=4, paired=True, warm_up=True)
+    paper = {"paired": True, "warm_up": True, "allocation": "paper"}
+    one = svarm_shapley(game, players, rule, seed=4, **paper)
+    two = svarm_shapley(game, players, rule, seed=4, **paper)
     assert np.array_equal(one.values, two.values)
     assert np.array_equal(one.std_errors, two.std_errors)
-    other = svarm_shapley(game, players, rule, seed=5, paired=True, warm_up=True)
+    other = svarm_shapley(game, players, rule, seed=5, **paper)
     assert not np.array_equal(one.values, other.values)
-    single = svarm_shapley(game, players, rule, seed=4, sets_per_batch=1, warm_up=True)
-    assert single.utility_evaluations == 97  # the same sets, cut at the exact budget
+    assert one.utility_evaluations == 97  # the last batch of 16 is cut to the budget
+    single = svarm_shapley(game, players, rule, seed=4, sets_per_batch=1, **paper)
+    assert np.array_equal(single.values, one.values)  # the paper's sizes: batching is neutral
+    adaptive = [svarm_shapley(game, players, rule, seed=4).values for _ in range(2)]
+    assert np.array_equal(*adaptive)  # the default (sizes chosen from finished batches)
 
 
 # --- KNN-Shapley -------------------------------------------------------------------------------
