@@ -35,6 +35,10 @@ Parts (`--parts`, default all):
     pairs_per_batch 1 so that budgets are fine-grained), run with increasing
     `max_evaluations` budgets on the same seed; each run is a prefix of the next, and the
     shared cache makes the reruns free.
+  - svarm: `assets.svarm.svarm_shapley` (Stratified SVARM, adaptive sizes) at the same
+    budgets and seeds, one set per batch; its budget counts distinct coalitions. The
+    summary gives its fits ratio against pyDVL both from the c/√fits fit and matched on
+    the error curves without a model, and the coverage of its 1.96·SE intervals (G = 10).
   - pyDVL: `TMCShapleyValuation` with its default truncation, `RelativeTruncation(rtol=0.01,
     burn_in_fraction=0.4)`, and a stopping criterion that records the values after every
     permutation and stops at the call budget.
