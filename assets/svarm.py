@@ -8,14 +8,17 @@ Marginal Contributions" (AAAI 2024). Grouping the Shapley formula by coalition s
 so one coalition S of size s informs every player at once: members through the first mean
 of size s, non-members through the second. A permutation scan instead spends each fit on one
 marginal contribution of one player. Sizes 0, 1, n−1 and n are enumerated up front (2n + 2
-utilities, the paper's "exact calculation"); middle sizes are drawn from the paper's size
-distribution (weight ∝ 1/min(s, n−s), more on small and large sizes) and a uniform set of
-that size. Because utilities are cached by coalition, a set is never drawn twice (sampling
-without replacement within a size); a size whose sets are all evaluated is exact.
+utilities, the paper's "exact calculation"); then each sample is a uniform set of a middle
+size. The size is chosen where one more set removes the most variance (Neyman allocation,
+from the spread of U seen per size; the default because small coalitions vary much more
+than large ones here) or drawn from the paper's distribution (∝ 1/min(s, n−s)). Because
+utilities are cached by coalition, a set is never drawn twice (sampling without
+replacement within a size); a size whose sets are all evaluated is exact.
 
-Determinism: all sets come from one seeded generator in the main process, independently of
-the utility values; utilities are evaluated in fixed-size batches (in worker processes with
-`valuation.worker_pool`) and the stopping rule is only checked between batches.
+Determinism: all sets come from one seeded generator in the main process; the adaptive
+size choice reads only finished batches; utilities are evaluated in fixed-size batches (in
+worker processes with `valuation.worker_pool`) and the stopping rule is only checked
+between batches. So results depend on the seed and the batch size, not on the workers.
 """
 
 from __future__ import annotations
