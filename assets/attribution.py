@@ -15,6 +15,7 @@ import polars as pl
 from assets.allocation import split_integer
 from assets.datanets import DatanetSpec
 from assets.knn_shapley import knn_shapley, standardize
+from assets.svarm import svarm_shapley
 from assets.training import feature_matrix, label_vector
 from assets.valuation import (
     DatanetUtility,
@@ -67,22 +68,41 @@ def value_contributors(
     validation: pl.DataFrame,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> ValuationResult:
-    """Shapley value of each contributor of the training rows (exact when few enough)."""
+    """Shapley value of each contributor of the training rows.
+
+    Exact when few enough; otherwise the policy's Monte Carlo method. Stratified SVARM
+    first evaluates every coalition of 0, 1, G−1 and G contributors (2G + 2 utilities); when
+    that alone would exceed the budget, permutations are used instead (their truncated scans
+    also train on small coalitions only), and `result.method` says so.
+    """
     players = sorted(set(rows["contributor"]))
     utility = build_utility(spec, rows, validation, players)
     policy = spec.valuation
+    rule = StoppingRule(policy.half_width, policy.z, policy.max_evaluations)
+    factory = partial(build_utility, spec, rows, validation, players)
     if len(players) <= policy.exact_max_players:
         result = exact_shapley(utility, players)
+    elif policy.method == "svarm" and 2 * len(players) + 2 <= policy.max_evaluations:
+        result = svarm_shapley(
+            utility,
+            players,
+            rule,
+            seed=policy.seed,
+            sets_per_batch=policy.sets_per_batch,
+            workers=policy.workers,
+            utility_factory=factory,
+            progress=progress,
+        )
     else:
         result = permutation_shapley(
             utility,
             players,
-            StoppingRule(policy.half_width, policy.z, policy.max_evaluations),
+            rule,
             seed=policy.seed,
             truncation=policy.truncation,
             pairs_per_batch=policy.pairs_per_batch,
             workers=policy.workers,
-            utility_factory=partial(build_utility, spec, rows, validation, players),
+            utility_factory=factory,
             progress=progress,
         )
     result.notes["fits"] = utility.fits + result.notes.get("worker_fits", 0)

@@ -200,6 +200,44 @@ def _init_worker(factory: Callable[[], Utility]) -> None:
     _WORKER_UTILITY = factory()
 
 
+def worker_pool(
+    workers: int, utility_factory: Callable[[], Utility] | None
+) -> ProcessPoolExecutor | None:
+    """Worker processes that each build their own utility once (None for one worker).
+
+    Shared by every Monte Carlo estimator: the main process draws all randomness, the
+    workers only evaluate, so results do not depend on the number of workers.
+    """
+    if workers <= 1:
+        return None
+    if utility_factory is None:
+        raise ValueError("workers > 1 needs a utility_factory to build utilities in workers")
+    return ProcessPoolExecutor(  # spawn: LightGBM's OpenMP state must not be forked
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(utility_factory,),
+    )
+
+
+def _evaluate_in_worker(mask: int) -> tuple[float, int]:
+    """U(mask) in a worker, plus the model fits it cost there (counted in the result)."""
+    assert _WORKER_UTILITY is not None
+    before = getattr(_WORKER_UTILITY, "fits", 0)
+    value = _WORKER_UTILITY(mask)
+    return value, getattr(_WORKER_UTILITY, "fits", 0) - before
+
+
+def evaluate_many(
+    utility: Utility, masks: Sequence[int], pool: ProcessPoolExecutor | None
+) -> tuple[list[float], int]:
+    """Utilities of `masks` in order, in the pool when there is one; (values, worker fits)."""
+    if pool is None:
+        return [utility(mask) for mask in masks], 0
+    outcomes = list(pool.map(_evaluate_in_worker, masks))
+    return [value for value, _ in outcomes], sum(fits for _, fits in outcomes)
+
+
 def _scan_in_worker(
     args: tuple[np.ndarray, float, float, float],
 ) -> tuple[np.ndarray, int, int, int]:
@@ -237,16 +275,7 @@ def permutation_shapley(
     reached = np.zeros(g, dtype=np.int64)
     worker_fits = 0
     pairs = 0
-    pool = None
-    if workers > 1:
-        if utility_factory is None:
-            raise ValueError("workers > 1 needs a utility_factory to build utilities in workers")
-        pool = ProcessPoolExecutor(  # spawn: LightGBM's OpenMP state must not be forked
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(utility_factory,),
-        )
+    pool = worker_pool(workers, utility_factory)
     try:
         while True:
             perms = [rng.permutation(g) for _ in range(pairs_per_batch)]

@@ -35,6 +35,10 @@ Parts (`--parts`, default all):
     pairs_per_batch 1 so that budgets are fine-grained), run with increasing
     `max_evaluations` budgets on the same seed; each run is a prefix of the next, and the
     shared cache makes the reruns free.
+  - svarm: `assets.svarm.svarm_shapley` (Stratified SVARM, adaptive sizes) at the same
+    budgets and seeds, one set per batch; its budget counts distinct coalitions. The
+    summary gives its fits ratio against pyDVL both from the c/√fits fit and matched on
+    the error curves without a model, and the coverage of its 1.96·SE intervals (G = 10).
   - pyDVL: `TMCShapleyValuation` with its default truncation, `RelativeTruncation(rtol=0.01,
     burn_in_fraction=0.4)`, and a stopping criterion that records the values after every
     permutation and stops at the call budget.
@@ -55,6 +59,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -257,6 +262,8 @@ def ours_group_runs(utility, players, config: dict, fit_log: list) -> dict:
             "fits": utility.fits,
             "total_utility": exact.total_utility,
         }
+    if config.get("svarm"):
+        out["svarm"] = svarm_group_runs(utility, players, config)
     for seed in config["seeds"]:
         snapshots = []
         for budget in config["budgets"]:
@@ -284,6 +291,46 @@ def ours_group_runs(utility, players, config: dict, fit_log: list) -> dict:
             )
         out["runs"].append({"seed": seed, "snapshots": snapshots})
     return out
+
+
+def svarm_group_runs(utility, players, config: dict) -> dict:
+    """`svarm_shapley` at the same budgets and seeds, one set per batch so that each budget's
+    run is a prefix of the next (the shared cache makes the reruns free). Its budget
+    (`max_evaluations`) counts distinct coalitions, as it never evaluates a set twice."""
+    from assets.svarm import svarm_shapley
+    from assets.valuation import StoppingRule
+
+    fit_log: list = []
+    runs = []
+    for seed in config["seeds"]:
+        snapshots = []
+        for budget in config["budgets"]:
+            recorder = Recorder(utility, fit_log)
+            started = time.perf_counter()
+            result = svarm_shapley(
+                recorder,
+                players,
+                StoppingRule(half_width=1e-12, max_evaluations=budget, min_pairs=10**9),
+                seed=seed,
+                sets_per_batch=1,
+                **config["svarm"],
+            )
+            snapshots.append(
+                {
+                    "budget": budget,
+                    "calls": recorder.calls,
+                    "fits": len(recorder.seen),
+                    "evaluations": result.utility_evaluations,
+                    "sets_sampled": int(result.notes["sets_sampled"]),
+                    "empty_strata": int(result.notes["empty_strata"]),
+                    "values": result.values.tolist(),
+                    "std_errors": result.std_errors.tolist(),
+                    "efficiency_gap": result.efficiency_gap(),
+                    "wall_s": time.perf_counter() - started,
+                }
+            )
+        runs.append({"seed": seed, "snapshots": snapshots})
+    return {"runs": runs, "fit_log": fit_log, "options": config["svarm"]}
 
 
 def worker_ours_groups(folder: Path) -> dict:
@@ -825,6 +872,7 @@ def group_configs(g: int, seeds: list[int], budget: int) -> tuple[dict, dict]:
         "budgets": grid,
         "truncation": policy.truncation,
         "exact": g <= 12,
+        "svarm": {"allocation": "neyman"},
     }
     theirs = {"seeds": seeds, "budget": budget, "rtol": 0.01, "burn_in_fraction": 0.4}
     return ours, theirs
@@ -855,6 +903,7 @@ def part_groups(g: int, seeds: list[int], budget: int, n_rows: int, tmp: Path, l
         "validation_rows": GROUP_VAL,
         "bad": bad.tolist(),
         "group_sizes": np.bincount(player).tolist(),
+        "svarm": ours.pop("svarm"),
         "ours": ours,
         "pydvl": theirs,
         "utility_check": compare_utilities(ours["utilities"], theirs["utilities"]),
@@ -1017,12 +1066,17 @@ def fit_stats(fit_log: list) -> str:
     )
 
 
+def methods(block: dict) -> list[str]:
+    """ "ours" is permutation_shapley, "svarm" svarm_shapley (when the run had it)."""
+    return [m for m in ("ours", "svarm", "pydvl") if m in block]
+
+
 def group_curves(block: dict, axis: str, grid: list[int]) -> dict:
     """Per method and budget: mean over seeds of RMSE/max error vs exact, or Spearman."""
     g = block["g"]
     exact = np.asarray(block["ours"]["exact"]["values"]) if "exact" in block["ours"] else None
     out = {}
-    for method in ("ours", "pydvl"):
+    for method in methods(block):
         per_budget = []
         for budget in grid:
             vals, xs = [], []
@@ -1063,16 +1117,42 @@ def summarize_groups(block: dict) -> list[str]:
             f"{ex['total_utility']:.4f}, values {np.round(ex['values'], 4).tolist()}"
         )
     lines.append(f"utilities compared: {block['utility_check']}")
-    lines.append(f"ours:  {fit_stats(block['ours']['fit_log'])}")
-    lines.append(f"pyDVL: {fit_stats(block['pydvl']['fit_log'])}")
+    for method in methods(block):
+        lines.append(f"{method}: {fit_stats(block[method]['fit_log'])}")
+    if "svarm" in block:
+        gaps = [abs(s["efficiency_gap"]) for r in block["svarm"]["runs"] for s in r["snapshots"]]
+        lines.append(
+            f"svarm: options {block['svarm']['options']}, max |Σφ − U(N)+U(∅)| {max(gaps):.1e}"
+        )
+        if "exact" in block["ours"]:
+            lines += svarm_coverage(block)
     for axis in ("fits", "calls"):
         grid = budget_grid(block, axis)
         curves = group_curves(block, axis, grid)
         lines.append(f"by {axis}:")
-        for o, p in zip(curves["ours"], curves["pydvl"], strict=True):
-            lines.append(f"  {o['budget']:>5}  ours {fmt_entry(o)}  |  pyDVL {fmt_entry(p)}")
+        for k, budget in enumerate(grid):
+            cells = [f"{m} {fmt_entry(curves[m][k])}" for m in methods(block)]
+            lines.append(f"  {budget:>5}  " + "  |  ".join(cells))
         if "exact" in block["ours"]:
             lines += efficiency(block, axis)
+    return lines
+
+
+def svarm_coverage(block: dict) -> list[str]:
+    """How often |svarm − exact| ≤ 1.96·SE, per budget band (players × seeds)."""
+    exact = np.asarray(block["ours"]["exact"]["values"])
+    bands = [(0, 50), (50, 100), (100, 200), (200, 400), (400, 1 << 30)]
+    lines = ["svarm 1.96·SE interval coverage of exact, by fits:"]
+    for low, high in bands:
+        hits = total = 0
+        for run in block["svarm"]["runs"]:
+            for snap in run["snapshots"]:
+                if low <= snap["fits"] < high:
+                    err = np.abs(np.asarray(snap["values"]) - exact)
+                    hits += int(np.sum(err <= 1.96 * np.asarray(snap["std_errors"])))
+                    total += err.size
+        if total:
+            lines.append(f"  {low}–{high} fits: {hits / total:.3f} of {total}")
     return lines
 
 
@@ -1084,30 +1164,67 @@ def efficiency(block: dict, axis: str) -> list[str]:
     method (budgets ≥ 4·G, where every seed has an estimate) gives the budget ratio for
     equal error, (c_pyDVL / c_ours)².
     """
-    top = max(s[axis] for m in ("ours", "pydvl") for r in block[m]["runs"] for s in r["snapshots"])
+    top = max(s[axis] for m in methods(block) for r in block[m]["runs"] for s in r["snapshots"])
     grid = sorted({int(v) for v in np.geomspace(block["g"], top, 60)})
     curves = group_curves(block, axis, grid)
-    ours = [(e["budget"], e["rmse"]) for e in curves["ours"] if "rmse" in e]
     theirs = [(e["budget"], e["rmse"]) for e in curves["pydvl"] if "rmse" in e]
-    lines = [f"  efficiency by {axis}:"]
-    for budget, err in theirs[:: max(1, len(theirs) // 8)] + theirs[-1:]:
-        match = next((b for b, e in ours if e <= err), None)
-        ratio = f"{budget / match:.2f}×" if match else "not reached"
-        lines.append(f"    pyDVL {budget} → RMSE {err:.4f}; ours reaches it at {match} ({ratio})")
-    consts = {}
-    for name, pts in (("ours", ours), ("pydvl", theirs)):
-        usable = [(b, e) for b, e in pts if b >= 4 * block["g"]]
-        consts[name] = float(np.exp(np.mean([np.log(e * math.sqrt(b)) for b, e in usable])))
-    ratio = (consts["pydvl"] / consts["ours"]) ** 2
-    lines.append(
-        f"    c·/√{axis} fit: ours c={consts['ours']:.3f}, pyDVL c={consts['pydvl']:.3f}, "
-        f"{axis} ratio for equal RMSE {ratio:.2f}×"
-    )
+    their_top = max(s[axis] for r in block["pydvl"]["runs"] for s in r["snapshots"])
+    lines = []
+    for method in (m for m in methods(block) if m != "pydvl"):
+        ours = [(e["budget"], e["rmse"]) for e in curves[method] if "rmse" in e]
+        lines.append(f"  efficiency by {axis}, {method} against pyDVL:")
+        for budget, err in theirs[:: max(1, len(theirs) // 8)] + theirs[-1:]:
+            match = next((b for b, e in ours if e <= err), None)
+            ratio = f"{budget / match:.2f}×" if match else "not reached"
+            lines.append(
+                f"    pyDVL {budget} → RMSE {err:.4f}; {method} reaches it at {match} ({ratio})"
+            )
+        # (a) every budget ≥ 4·G, as before; (b) only budgets up to pyDVL's largest, because
+        # near 2^G distinct fits an estimator that never repeats a coalition becomes exact
+        # and its error falls much faster than 1/√fits, which would flatter the ratio
+        for label, high in (("all budgets ≥ 4G", math.inf), ("4G..pyDVL's top", their_top)):
+            consts = {}
+            for name, pts in ((method, ours), ("pydvl", theirs)):
+                usable = [(b, e) for b, e in pts if 4 * block["g"] <= b <= high]
+                consts[name] = float(np.exp(np.mean([np.log(e * math.sqrt(b)) for b, e in usable])))
+            ratio = (consts["pydvl"] / consts[method]) ** 2
+            lines.append(
+                f"    c/√{axis} fit ({label}): {method} c={consts[method]:.3f}, pyDVL "
+                f"c={consts['pydvl']:.3f}, {axis} ratio for equal RMSE {ratio:.2f}×"
+            )
+        # (c) no model: per pyDVL budget in 4G..top, the budget at which this method's mean
+        # RMSE (log-log interpolated between its measured budgets) first gets as low
+        own = [(e["mean_x"], e["rmse"]) for e in curves[method] if "rmse" in e]
+        ratios = []
+        for budget, err in theirs:
+            if 4 * block["g"] <= budget <= their_top:
+                reach = matched_budget(own, err)
+                if reach is not None:
+                    ratios.append(budget / reach)
+        if ratios:
+            lines.append(
+                f"    matched RMSE, interpolated, pyDVL budgets {4 * block['g']}..{their_top}: "
+                f"{axis} ratio min {min(ratios):.2f}× median {float(np.median(ratios)):.2f}× "
+                f"max {max(ratios):.2f}× ({len(ratios)} budgets)"
+            )
     return lines
 
 
+def matched_budget(curve: list[tuple[float, float]], err: float) -> float | None:
+    """The first budget at which a (budget, RMSE) curve reaches `err`, interpolating log RMSE
+    linearly in log budget between measured points (None if it never does)."""
+    points = sorted(set(curve))
+    if not points or points[0][1] <= err:
+        return points[0][0] if points else None
+    for (x1, e1), (x2, e2) in itertools.pairwise(points):
+        if e1 > err >= e2:
+            t = (math.log(e1) - math.log(err)) / (math.log(e1) - math.log(e2))
+            return math.exp(math.log(x1) + t * (math.log(x2) - math.log(x1)))
+    return None
+
+
 def budget_grid(block: dict, axis: str) -> list[int]:
-    top = max(s[axis] for m in ("ours", "pydvl") for r in block[m]["runs"] for s in r["snapshots"])
+    top = max(s[axis] for m in methods(block) for r in block[m]["runs"] for s in r["snapshots"])
     return sorted({int(v) for v in np.geomspace(block["g"], top, 12)})
 
 
@@ -1295,6 +1412,7 @@ def main() -> None:
         if "g10" in parts:
             seeds = list(range(args.g10_seeds))
             doc["g10"] = part_groups(10, seeds, args.g10_budget, args.group_rows, tmp, log)
+            args.out.write_text(json.dumps(doc))  # partial results survive a later failure
         if "g100" in parts:
             seeds = list(range(args.g100_seeds))
             doc["g100"] = part_groups(100, seeds, args.g100_budget, args.group_rows, tmp, log)

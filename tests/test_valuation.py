@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assets.allocation import split_integer
-from assets.attribution import SHARES_PPB, build_utility
+from assets.attribution import SHARES_PPB, build_utility, value_contributors
 from assets.demo_data import DEMO_DATANETS, demo_spec
 from assets.knn_shapley import knn_shapley, nearest_first
+from assets.svarm import size_distribution, svarm_shapley
 from assets.validation import validation_set
 from assets.valuation import StoppingRule, exact_shapley, permutation_shapley
 from ledger.lake import Lake
@@ -126,6 +127,115 @@ def test_truncation_saves_evaluations_on_a_saturating_game() -> None:
     full = permutation_shapley(game, [str(i) for i in range(n)], rule, seed=1)
     cut = permutation_shapley(game, [str(i) for i in range(n)], rule, seed=1, truncation=0.01)
     assert cut.notes["pairs"] > full.notes["pairs"]  # more permutations for the same budget
+
+
+# --- Stratified SVARM ---------------------------------------------------------------------------
+
+
+def random_game(n: int, seed: int) -> tuple[partial, np.ndarray]:
+    values = np.random.default_rng(seed).normal(size=1 << n)
+    values[0] = 0.0
+    game = partial(table_game, values)
+    return game, exact_shapley(game, [str(i) for i in range(n)]).values
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_svarm_is_exact_once_every_coalition_is_evaluated(n: int) -> None:
+    game, exact = random_game(n, seed=n)
+    result = svarm_shapley(game, [str(i) for i in range(n)], StoppingRule(1e-9, 10**6), seed=0)
+    assert result.converged and result.notes["exact"] == 1.0
+    assert result.utility_evaluations == 1 << n  # each coalition once: never drawn twice
+    assert np.allclose(result.values, exact, atol=1e-12)
+    assert np.allclose(result.std_errors, 0.0, atol=1e-12)  # finite-population correction
+
+
+def test_svarm_size_distribution_is_the_papers() -> None:
+    p = size_distribution(10)  # n even: H = 1 + 1/2 + 1/3 + 1/4
+    nl, h = 10 * math.log(10), 25 / 12
+    assert p[2] == pytest.approx((nl - 1) / (2 * 2 * nl * (h - 1)))
+    assert p[5] == pytest.approx(1 / nl) and p[3] == pytest.approx(p[7])
+    p = size_distribution(9)  # n odd: H = 1 + 1/2 + 1/3 + 1/4
+    assert p[3] == pytest.approx(1 / (2 * 3 * (h - 1))) and p[6] == pytest.approx(p[3])
+    for n in (4, 5, 6, 11, 100):
+        assert sum(size_distribution(n).values()) == pytest.approx(1.0)
+        assert sorted(size_distribution(n)) == list(range(2, n - 1))
+
+
+def test_svarm_splits_a_symmetric_game_equally_with_zero_error() -> None:
+    """Every set of one size has the same value, so each within-size contrast is 0."""
+    n = 8
+    result = svarm_shapley(partial(symmetric, n), [str(i) for i in range(n)], StoppingRule())
+    assert np.allclose(result.values, 1 / n) and np.allclose(result.std_errors, 0.0)
+    assert result.converged and result.utility_evaluations < 1 << n
+
+
+@pytest.mark.parametrize("game_kind", ["random", "additive"])
+def test_svarm_intervals_cover_the_exact_values_at_the_stated_rate(game_kind: str) -> None:
+    """Over 40 seeds and 8 players, z·SE intervals (z = 1.96) must cover the exact value
+    about 95 % of the time; allow for the estimated SE: at least 85 %. The values add up
+    to U(N) − U(∅) exactly (per-size contrasts are centred)."""
+    n = 8
+    if game_kind == "random":
+        game, exact = random_game(n, seed=123)
+    else:
+        weights = list(np.random.default_rng(7).normal(size=n))
+        game, exact = partial(additive, weights), np.array(weights)
+    rule = StoppingRule(half_width=1e-9, max_evaluations=120, min_pairs=10**9)
+    covered = trials = 0
+    for seed in range(40):
+        result = svarm_shapley(game, [str(i) for i in range(n)], rule, seed=seed)
+        assert not result.converged and result.utility_evaluations >= 120
+        covered += int(np.sum(np.abs(result.values - exact) <= 1.96 * result.std_errors))
+        trials += n
+        assert result.values.sum() == pytest.approx(game((1 << n) - 1) - game(0), abs=1e-9)
+    assert covered / trials >= 0.85, covered / trials
+
+
+def test_svarm_error_falls_with_the_budget_and_the_stopping_rule_holds() -> None:
+    n = 8
+    game, exact = random_game(n, seed=5)
+    players = [str(i) for i in range(n)]
+
+    def rmse(budget: int) -> float:
+        rule = StoppingRule(half_width=1e-9, max_evaluations=budget)
+        runs = [svarm_shapley(game, players, rule, seed=s, sets_per_batch=4) for s in range(10)]
+        return float(np.mean([np.sqrt(np.mean((r.values - exact) ** 2)) for r in runs]))
+
+    assert rmse(200) < 0.7 * rmse(60)
+    result = svarm_shapley(game, players, StoppingRule(half_width=0.2, max_evaluations=10**6))
+    assert result.converged and result.notes["empty_strata"] == 0
+    assert np.all(1.96 * result.std_errors <= 0.2)
+    assert np.all(np.abs(result.values - exact) <= 3 * result.std_errors + 1e-12)
+
+
+def test_svarm_handles_many_players() -> None:
+    """C(n−1, s) beyond int64 (n = 80); values of an additive game sum exactly."""
+    n = 80
+    weights = list(np.random.default_rng(1).uniform(size=n))
+    rule = StoppingRule(half_width=1e-9, max_evaluations=300)
+    result = svarm_shapley(partial(additive, weights), [str(i) for i in range(n)], rule)
+    assert result.utility_evaluations >= 300 and np.all(np.isfinite(result.std_errors))
+    assert result.values.sum() == pytest.approx(sum(weights), abs=1e-9)
+    assert np.mean(np.abs(result.values - weights)) < 0.5 * np.mean(weights)
+
+
+def test_svarm_is_deterministic_for_a_seed_and_batching_only_moves_the_stop() -> None:
+    n = 8
+    game, _ = random_game(n, seed=9)
+    players = [str(i) for i in range(n)]
+    rule = StoppingRule(half_width=1e-9, max_evaluations=97)
+    paper = {"paired": True, "warm_up": True, "allocation": "paper"}
+    one = svarm_shapley(game, players, rule, seed=4, **paper)
+    two = svarm_shapley(game, players, rule, seed=4, **paper)
+    assert np.array_equal(one.values, two.values)
+    assert np.array_equal(one.std_errors, two.std_errors)
+    other = svarm_shapley(game, players, rule, seed=5, **paper)
+    assert not np.array_equal(one.values, other.values)
+    assert one.utility_evaluations == 97  # the last batch of 16 is cut to the budget
+    single = svarm_shapley(game, players, rule, seed=4, sets_per_batch=1, **paper)
+    assert np.array_equal(single.values, one.values)  # the paper's sizes: batching is neutral
+    adaptive = [svarm_shapley(game, players, rule, seed=4).values for _ in range(2)]
+    assert np.array_equal(*adaptive)  # the default (sizes chosen from finished batches)
 
 
 # --- KNN-Shapley -------------------------------------------------------------------------------
@@ -243,6 +353,37 @@ def test_values_are_identical_whatever_the_number_of_workers(demo: Lake) -> None
     assert np.array_equal(one.values, two.values)
     assert np.array_equal(one.std_errors, two.std_errors)
     assert one.utility_evaluations == two.utility_evaluations
+
+
+def test_svarm_values_are_identical_whatever_the_number_of_workers(demo: Lake) -> None:
+    spec = demo_spec("wine")
+    rows = pl.from_arrow(demo.read("contributions_wine"))
+    valid = validation_set(spec, Path(demo.root) / "specs")
+    players = sorted(set(rows["contributor"]))
+    factory = partial(build_utility, spec, rows, valid, players)
+    rule = StoppingRule(half_width=1e-6, max_evaluations=40)
+    one = svarm_shapley(factory(), players, rule, seed=5, sets_per_batch=6)
+    two = svarm_shapley(
+        factory(), players, rule, seed=5, sets_per_batch=6, workers=2, utility_factory=factory
+    )
+    assert np.array_equal(one.values, two.values)
+    assert np.array_equal(one.std_errors, two.std_errors)
+    assert one.utility_evaluations == two.utility_evaluations
+    assert two.notes["worker_fits"] > 0
+
+
+def test_the_policy_picks_svarm_unless_its_start_exceeds_the_budget(demo: Lake) -> None:
+    spec = demo_spec("wine")
+    rows = pl.from_arrow(demo.read("contributions_wine"))
+    valid = validation_set(spec, Path(demo.root) / "specs")
+    g = len(set(rows["contributor"]))
+    for budget, method in ((2 * g + 6, "svarm"), (2 * g + 1, "tmc_antithetic")):
+        policy = spec.valuation.model_copy(
+            update={"exact_max_players": 1, "max_evaluations": budget}
+        )
+        result = value_contributors(spec.model_copy(update={"valuation": policy}), rows, valid)
+        assert result.method == method
+        assert result.values.sum() == pytest.approx(result.total_utility, abs=0.05)
 
 
 def test_point_values_flag_the_flipped_rows(demo: Lake) -> None:

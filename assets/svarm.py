@@ -1,0 +1,338 @@
+"""Stratified SVARM: Shapley values from coalition values, every fit reused for every player.
+
+Kolpaczki, Bengs, Muschalik and Hüllermeier, "Approximating the Shapley Value without
+Marginal Contributions" (AAAI 2024). Grouping the Shapley formula by coalition size s,
+
+    φᵢ = (U(N) − U(∅))/n + (1/n) Σ_{s=1}^{n−1} (E[U(S) | i ∈ S, |S|=s] − E[U(S) | i ∉ S, |S|=s]),
+
+so one coalition S of size s informs every player at once: members through the first mean
+of size s, non-members through the second. A permutation scan instead spends each fit on one
+marginal contribution of one player. Sizes 0, 1, n−1 and n are enumerated up front (2n + 2
+utilities, the paper's "exact calculation"); then each sample is a uniform set of a middle
+size. The size is chosen where one more set removes the most variance (Neyman allocation,
+from the spread of U seen per size; the default because small coalitions vary much more
+than large ones here) or drawn from the paper's distribution (∝ 1/min(s, n−s)). Because
+utilities are cached by coalition, a set is never drawn twice (sampling without
+replacement within a size); a size whose sets are all evaluated is exact.
+
+Determinism: all sets come from one seeded generator in the main process; the adaptive
+size choice reads only finished batches; utilities are evaluated in fixed-size batches (in
+worker processes with `valuation.worker_pool`) and the stopping rule is only checked
+between batches. So results depend on the seed and the batch size, not on the workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
+
+import numpy as np
+
+from assets.valuation import (
+    StoppingRule,
+    Utility,
+    ValuationResult,
+    evaluate_many,
+    worker_pool,
+)
+
+ENUMERATE_UP_TO = 20_000
+SHRINK_DF = 4  # pseudo degrees of freedom of a size's variance in a cell's variance
+
+
+def size_distribution(n: int) -> dict[int, float]:
+    """The paper's distribution over the sampled sizes 2..n−2 (Stratified SVARM, sec. 4).
+
+    n even: P(s) = (n log n − 1) / (2 s n log n (H − 1)) for s < n/2, 1/(n log n) at s = n/2,
+    symmetric above, with H = Σ_{k=1}^{n/2−1} 1/k. n odd: P(s) = 1 / (2 s (H − 1)) for
+    s ≤ (n−1)/2, symmetric above, with H = Σ_{k=1}^{(n−1)/2} 1/k. (n = 4 has one size.)
+    """
+    sizes = list(range(2, n - 1))
+    if not sizes:
+        return {}
+    if n == 4:
+        return {2: 1.0}
+    if n % 2 == 0:
+        h = sum(1 / k for k in range(1, n // 2))
+        nl = n * math.log(n)
+        weights = [
+            1 / nl if s == n // 2 else (nl - 1) / (2 * min(s, n - s) * nl * (h - 1)) for s in sizes
+        ]
+    else:
+        h = sum(1 / k for k in range(1, (n - 1) // 2 + 1))
+        weights = [1 / (2 * min(s, n - s) * (h - 1)) for s in sizes]
+    total = sum(weights)  # 1 up to rounding
+    return {s: w / total for s, w in zip(sizes, weights, strict=True)}
+
+
+class _SetSampler:
+    """Distinct coalitions: the exact strata, an optional warm-up, then paper-distributed sizes.
+
+    Draws depend only on the generator and on which sets were drawn before, never on
+    utilities, so the stream is the same whatever the batching or the number of workers.
+    """
+
+    def __init__(self, n: int, rng: np.random.Generator, paired: bool, warm_up: bool) -> None:
+        self.n, self.rng, self.paired, self.warm_up = n, rng, paired, warm_up
+        self.full = (1 << n) - 1
+        self.seen: set[int] = {0}  # ∅ is evaluated by the caller
+        self.drawn = [1] + [0] * n  # distinct sets drawn per size
+        self.unseen: dict[int, list[int]] = {}  # explicit lists for small sizes
+        self.weights = size_distribution(n)
+        self.priority: dict[int, float] | None = None  # set by the caller for "neyman"
+
+    def _gain(self, s: int) -> tuple[float, float]:
+        """Variance removed by one more set of size s: a_s/(m(m+1)); two sets per size
+        first (to see its variance), in the order of the paper's weights."""
+        m = self.drawn[s]
+        if m < 2:
+            return (math.inf, self.weights[s] - m)
+        assert self.priority is not None
+        return (self.priority[s] / (m * (m + 1)), 0.0)
+
+    def complete(self) -> bool:
+        """Every coalition drawn: the estimate is exact."""
+        return all(self.drawn[s] == math.comb(self.n, s) for s in range(self.n + 1))
+
+    def _take(self, mask: int) -> bool:
+        if mask in self.seen:
+            return False
+        self.seen.add(mask)
+        self.drawn[mask.bit_count()] += 1
+        return True
+
+    def exact_strata(self) -> list[int]:
+        """N, every singleton and every (n−1)-set (∅ is evaluated separately)."""
+        masks = [self.full]
+        masks += [1 << i for i in range(self.n)]
+        masks += [self.full ^ (1 << i) for i in range(self.n)]
+        return [m for m in masks if self._take(m)]
+
+    def _warm_up(self) -> Iterator[int]:
+        """Per middle size s, a random permutation cut into blocks of s (the last one padded
+        with random others), so that every player is in at least one set of every size."""
+        for s in self.weights:
+            order = self.rng.permutation(self.n)
+            for start in range(0, self.n, s):
+                block = [int(p) for p in order[start : start + s]]
+                if len(block) < s:
+                    rest = np.setdiff1d(np.arange(self.n), block)
+                    block += [int(p) for p in self.rng.choice(rest, s - len(block), False)]
+                mask = sum(1 << p for p in block)
+                if self._take(mask):
+                    yield mask
+
+    def _draw_of_size(self, s: int) -> int:
+        if math.comb(self.n, s) <= ENUMERATE_UP_TO:
+            if s not in self.unseen:
+                self.unseen[s] = [
+                    m
+                    for m in (
+                        sum(1 << p for p in c) for c in itertools.combinations(range(self.n), s)
+                    )
+                    if m not in self.seen
+                ]
+            pool = self.unseen[s]
+            while True:  # sets drawn since the list was built are dropped when met
+                k = int(self.rng.integers(len(pool)))
+                mask = pool[k]
+                pool[k] = pool[-1]
+                pool.pop()
+                if mask not in self.seen:
+                    return mask
+        while True:  # rejection: collisions are rare when the size has this many sets
+            mask = sum(1 << int(p) for p in self.rng.choice(self.n, s, replace=False))
+            if mask not in self.seen:
+                return mask
+
+    def stream(self) -> Iterator[int]:
+        if self.warm_up:
+            yield from self._warm_up()
+        while True:
+            open_sizes = [s for s in self.weights if self.drawn[s] < math.comb(self.n, s)]
+            if not open_sizes:
+                return  # every coalition has been evaluated: the estimate is exact
+            if self.priority is None:
+                p = np.array([self.weights[s] for s in open_sizes])
+                s = open_sizes[int(self.rng.choice(len(open_sizes), p=p / p.sum()))]
+            else:
+                s = max(open_sizes, key=self._gain)
+            mask = self._draw_of_size(s)
+            self._take(mask)
+            yield mask
+            if self.paired and self._take(self.full ^ mask):
+                yield self.full ^ mask
+
+
+class _Strata:
+    """Running sums of U per (player, size), for members (plus) and non-members (minus)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        shape = (n, n + 1)
+        self.plus = [np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=np.int64)]
+        self.minus = [np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=np.int64)]
+        self.size = [np.zeros(n + 1), np.zeros(n + 1), np.zeros(n + 1, dtype=np.int64)]
+        big = 1e300  # populations beyond this are "infinite" for the correction
+
+        def population(k: int) -> float:  # float: exact integers would make object arrays
+            return float(min(math.comb(n - 1, k), big)) if k >= 0 else 0.0
+
+        self.pop_plus = np.array([population(s - 1) for s in range(n + 1)])
+        self.pop_minus = np.array([population(s) for s in range(n + 1)])
+
+    def add(self, mask: int, value: float) -> None:
+        member = np.array([(mask >> i) & 1 for i in range(self.n)], dtype=bool)
+        s = int(member.sum())
+        for (total, square, count), rows in ((self.plus, member), (self.minus, ~member)):
+            total[rows, s] += value
+            square[rows, s] += value * value
+            count[rows, s] += 1
+        self.size[0][s] += value
+        self.size[1][s] += value * value
+        self.size[2][s] += 1
+
+    @staticmethod
+    def _mean_var(total: np.ndarray, square: np.ndarray, count: np.ndarray):
+        safe = np.maximum(count, 1)
+        mean = total / safe
+        var = np.maximum(square / safe - mean**2, 0.0) * safe / np.maximum(safe - 1, 1)
+        return mean, var
+
+    def _size_variances(self) -> np.ndarray:
+        """Variance of U over the sets drawn of each size, shrunk towards the mean variance
+        of the sizes with ≥ 2 sets (which a size with fewer sets takes)."""
+        _, size_var = self._mean_var(*self.size)
+        counts = self.size[2]
+        spread = size_var[counts >= 2]
+        fallback = float(spread.mean()) if spread.size else 0.0
+        df = np.maximum(counts - 1, 0)
+        return (df * size_var + SHRINK_DF * fallback) / (df + SHRINK_DF)
+
+    def priorities(self) -> dict[int, float]:
+        """a_s = σ_s² / (s (n − s)): every player's size-s contrast has variance
+        ≈ σ_s² n² / (m s (n − s)) after m sets of size s (Neyman allocation over sizes)."""
+        var = self._size_variances()
+        return {s: float(var[s]) / (s * (self.n - s)) for s in range(2, self.n - 1)}
+
+    def estimate(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(values, standard errors, empty cells among the sampled sizes).
+
+        A player's value is (1/n) Σ_s (plus mean − minus mean); per size the contrasts are
+        centred to sum to 0 over players (they do in the population), which makes the values
+        add up to U(N) − U(∅) exactly. An empty cell takes the mean of its size (no contrast
+        from it). Standard error: the strata are treated as independent simple random samples
+        without replacement, Var φᵢ ≈ (1/n²) Σ_s Σ_± σ²/m · (M − m)/(M − 1). σ² is the cell's
+        sample variance shrunk towards the variance of all sets of its size (weights: the
+        cell's degrees of freedom against SHRINK_DF), because a cell of 2 or 3 sets can show
+        a variance near 0 by chance and claim far too much; a size with < 2 sets uses the
+        mean variance of the others. The centring and the randomness of m are ignored.
+        """
+        n = self.n
+        size_mean, _ = self._mean_var(*self.size)
+        size_var = self._size_variances()
+        contrasts = np.zeros((n, n + 1))
+        variance = np.zeros(n)
+        empty = 0
+        for stats, population, sign in (
+            (self.plus, self.pop_plus, 1.0),
+            (self.minus, self.pop_minus, -1.0),
+        ):
+            mean, var = self._mean_var(*stats)
+            count = stats[2]
+            mean = np.where(count > 0, mean, size_mean[None, :])
+            df = np.maximum(count - 1, 0)  # shrink few-set cells towards their size's variance
+            var = (df * var + SHRINK_DF * size_var[None, :]) / (df + SHRINK_DF)
+            m = np.maximum(count, 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                fpc = np.where(population > 1, (population - m) / (population - 1), 0.0)
+            fpc = np.clip(np.nan_to_num(fpc), 0.0, 1.0)
+            live = population[None, :] > 0
+            contrasts += sign * np.where(live, mean, 0.0)
+            variance += np.where(live, var / m * fpc, 0.0).sum(axis=1)
+            empty += int(np.sum(live & (count == 0)))
+        middle = contrasts[:, 1:n]  # sizes 1..n−1: Σᵢ contrast is 0 in the population
+        contrasts[:, 1:n] = middle - middle.mean(axis=0, keepdims=True)
+        return contrasts.sum(axis=1) / n, np.sqrt(variance) / n, empty
+
+
+def svarm_shapley(
+    utility: Utility,
+    players: Sequence[str],
+    stopping: StoppingRule,
+    *,
+    seed: int = 0,
+    paired: bool = False,
+    warm_up: bool = False,
+    allocation: Literal["paper", "neyman"] = "neyman",
+    sets_per_batch: int = 16,
+    workers: int = 1,
+    utility_factory: Callable[[], Utility] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> ValuationResult:
+    """Stratified SVARM with exact strata, sampling without replacement and a stopping rule.
+
+    The exact strata (2n + 1 utilities besides U(∅)) are evaluated first whatever the budget;
+    then batches of `sets_per_batch` distinct sets (the last one cut to the budget), until
+    every player's z·SE is within the half-width (with at least `min_pairs` sampled sets and
+    every stratum sampled) or `max_evaluations` utilities were evaluated. `paired` adds
+    each set's complement; `warm_up` starts with the paper's block warm-up (every stratum
+    gets a set); `allocation` picks sizes adaptively ("neyman") or from the paper's
+    distribution ("paper"). `counts` is the number of sets evaluated: each one updates
+    every player.
+    """
+    n = len(players)
+    rng = np.random.default_rng(seed)
+    u_empty = utility(0)
+    strata = _Strata(n)
+    strata.add(0, u_empty)
+    sampler = _SetSampler(n, rng, paired, warm_up)
+    stream = sampler.stream()
+    batch = sampler.exact_strata()
+    evaluations, sampled, worker_fits, first = 1, 0, 0, True
+    pool = worker_pool(workers, utility_factory)
+    u_all = float("nan")
+    try:
+        while True:
+            values, fits = evaluate_many(utility, batch, pool)
+            worker_fits += fits
+            for mask, value in zip(batch, values, strict=True):
+                strata.add(mask, value)
+                if mask == sampler.full:
+                    u_all = value
+            evaluations += len(batch)
+            sampled += 0 if first else len(batch)
+            first = False
+            estimate, std_errors, empty = strata.estimate()
+            exhausted = sampler.complete()
+            _, converged = stopping.done(std_errors, sampled, evaluations)
+            converged = exhausted or (converged and empty == 0)
+            if progress:
+                progress(sampled, evaluations, float(np.max(stopping.z * std_errors)))
+            room = stopping.max_evaluations - evaluations  # the last batch stops at the budget
+            if converged or room <= 0:
+                break
+            if allocation == "neyman":
+                sampler.priority = strata.priorities()
+            batch = list(itertools.islice(stream, min(sets_per_batch, room)))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return ValuationResult(
+        list(players),
+        estimate,
+        std_errors,
+        np.full(n, evaluations, dtype=np.int64),  # every set evaluated updates every player
+        "svarm",
+        evaluations,
+        converged,
+        u_all - u_empty,
+        {
+            "sets_sampled": sampled,
+            "empty_strata": empty,
+            "exact": float(exhausted),
+            "worker_fits": worker_fits,
+        },
+    )
