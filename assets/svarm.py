@@ -307,12 +307,12 @@ def svarm_shapley(
             first = False
             estimate, std_errors, empty = strata.estimate()
             exhausted = sampler.complete()
-            _, converged = stopping.done(std_errors, sampled, evaluations)
-            converged = exhausted or (converged and empty == 0)
+            stop, claimed = stopping.done(std_errors, sampled, evaluations)
+            converged = exhausted or (claimed and empty == 0)
             if progress:
                 progress(sampled, evaluations, float(np.max(stopping.z * std_errors)))
             room = stopping.max_evaluations - evaluations  # the last batch stops at the budget
-            if converged or room <= 0:
+            if converged or room <= 0 or (stop and not claimed):  # budget, time, ...
                 break
             if allocation == "neyman":
                 sampler.priority = strata.priorities()

@@ -299,10 +299,11 @@ def permutation_shapley(
             mean = sums / pairs
             variance = np.maximum(squares / pairs - mean**2, 0.0) * pairs / max(pairs - 1, 1)
             std_errors = np.sqrt(variance / pairs)
-            stop, converged = stopping.done(std_errors, pairs, evaluations)
+            stop, claimed = stopping.done(std_errors, pairs, evaluations)
             # truncation leaves late players unevaluated: no claim until each was reached
-            converged = converged and int(reached.min()) >= stopping.min_pairs
-            stop = converged or evaluations >= stopping.max_evaluations
+            converged = claimed and int(reached.min()) >= stopping.min_pairs
+            # stop when converged, or when the rule stops for another reason (budget, time)
+            stop = converged or (stop and not claimed)
             if progress:
                 progress(pairs, evaluations, float(np.max(stopping.z * std_errors)))
             if stop:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -118,6 +119,35 @@ def test_budget_stops_an_unconverged_run_and_says_so() -> None:
     assert not result.converged
     assert result.utility_evaluations >= 200
     assert np.all(result.counts > 0)
+
+
+@dataclass(frozen=True)
+class StopAfterBatches(StoppingRule):
+    """A rule that also stops for its own reason (like a wall-clock deadline)."""
+
+    batches: list[int] = field(default_factory=lambda: [0])
+    limit: int = 3
+
+    def done(self, std_errors: np.ndarray, pairs: int, evaluations: int) -> tuple[bool, bool]:
+        stop, converged = super().done(std_errors, pairs, evaluations)
+        self.batches[0] += 1
+        return stop or self.batches[0] >= self.limit, converged
+
+
+@pytest.mark.parametrize("estimator", ["permutation", "svarm"])
+def test_both_estimators_honour_a_stop_the_rule_asks_for(estimator: str) -> None:
+    """A rule may stop unconverged for a reason of its own; the estimators must obey."""
+    values = np.random.default_rng(1).normal(size=1 << 8)
+    rule = StopAfterBatches(half_width=1e-9, max_evaluations=10**6)
+    players = [str(i) for i in range(8)]
+    if estimator == "permutation":
+        result = permutation_shapley(
+            partial(table_game, values), players, rule, seed=0, pairs_per_batch=1
+        )
+    else:
+        result = svarm_shapley(partial(table_game, values), players, rule, seed=0, sets_per_batch=4)
+    assert rule.batches[0] == 3 and not result.converged
+    assert result.utility_evaluations < 100
 
 
 def test_truncation_saves_evaluations_on_a_saturating_game() -> None:
