@@ -17,7 +17,6 @@ of the inferences ledgered since the previous epoch closed.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -346,8 +345,3 @@ def _seq_root(prefix: str, source: Source | None) -> dict[str, object]:
         f"{prefix}_seq": source.seq if source else None,
         f"{prefix}_root": source.root if source else None,
     }
-
-
-def policy_from_record(record: dict[str, object]) -> RewardPolicy:
-    """The policy an epoch record says was in effect."""
-    return RewardPolicy.model_validate(json.loads(str(record["policy_json"])))

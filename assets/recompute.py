@@ -201,16 +201,19 @@ def closed_epochs(store: Lake, datanet: str) -> list[int]:
     return sorted(int(k.rsplit(".", 1)[1]) for k in keys if k and k.rsplit(".", 1)[0] == datanet)
 
 
+def open_epoch(store: Lake, datanet: str) -> int:
+    """The epoch now open, i.e. the next one to close."""
+    closed = closed_epochs(store, datanet)
+    return closed[-1] + 1 if closed else 0
+
+
 @dataclass
 class Recomputed:
     datanet: str
     epoch: int
     closed: ClosedEpoch
+    committed: dict[str, LedgerEntry]  # the epoch tables' ledger entries compared against
     differences: list[str]
-
-
-def frame_of(closed: ClosedEpoch, table: str) -> pl.DataFrame:
-    return getattr(closed, table)
 
 
 def recompute_epoch(store: Lake, datanet: str, epoch: int) -> Recomputed:
@@ -226,7 +229,7 @@ def recompute_epoch(store: Lake, datanet: str, epoch: int) -> Recomputed:
     closed = close_epoch(inputs)
     differences = []
     for table, entry in committed.items():
-        ours = frame_of(closed, table)
+        ours: pl.DataFrame = getattr(closed, table)
         root = commit_table(ours.to_arrow(), EPOCH_KEYS[table]).root
         if root == entry.data_root:
             continue
@@ -236,7 +239,7 @@ def recompute_epoch(store: Lake, datanet: str, epoch: int) -> Recomputed:
             f"({entry.data_root[:16]}…)"
         )
         differences += _row_differences(table, ours, theirs)
-    return Recomputed(datanet, epoch, closed, differences)
+    return Recomputed(datanet, epoch, closed, committed, differences)
 
 
 def _row_differences(table: str, ours: pl.DataFrame, theirs: pl.DataFrame) -> list[str]:

@@ -562,14 +562,14 @@ def epoch_close(
     log_level: Annotated[str, typer.Option(help="Dagster console log level.")] = "WARNING",
 ) -> None:
     """Close the open epoch now (or re-check a closed one) and print its payouts."""
-    from openledger_pipelines.rewards import next_epoch
+    from assets.recompute import open_epoch
     from openledger_pipelines.runner import persistent_instance, run_epoch
 
     store = open_lake(lake)
     root = store.root_path()
     failed = False
     for name in _datanets_or_all(root, datanet):
-        number = next_epoch(store, name) if epoch is None else epoch
+        number = open_epoch(store, name) if epoch is None else epoch
         result = run_epoch(root, persistent_instance(root), name, number, log_level.upper())
         if not result.success:
             failed = True
@@ -838,7 +838,8 @@ def tally(
     """Count a proposal's votes after its deadline: enact it (from the next epoch) or
     record it as failed."""
     from assets.governance import tally as count
-    from openledger_pipelines.governance import events, open_epoch
+    from assets.recompute import open_epoch
+    from openledger_pipelines.governance import events
 
     store = open_lake(lake)
     check_datanet_name(datanet)

@@ -21,7 +21,7 @@ from assets.governance import (
     voting_weights,
     with_event,
 )
-from assets.recompute import closed_epochs
+from assets.recompute import open_epoch
 from ledger.lake import Committed, Lake
 from ledger.log import default_lock_path, exclusive_lock
 from openledger_pipelines.ingestion import (
@@ -48,11 +48,6 @@ def rewards_paid(store: Lake, datanet: str) -> dict[str, int]:
     """Voting weights: what each contributor has been paid in the closed epochs."""
     paid = read_or_empty(store, "rewards", REWARDS_SCHEMA).filter(pl.col("datanet") == datanet)
     return voting_weights(paid)
-
-
-def open_epoch(store: Lake, datanet: str) -> int:
-    closed = closed_epochs(store, datanet)
-    return closed[-1] + 1 if closed else 0
 
 
 def policy_in_force(store: Lake, root: Path, datanet: str) -> RewardPolicy:

@@ -15,10 +15,10 @@ import polars as pl
 from assets.epochs import SOURCES, EpochError, close_epoch, epoch_key
 from assets.recompute import (
     EPOCH_KEYS,
-    closed_epochs,
     committed_epoch,
     gather_inputs,
     latest_pins,
+    open_epoch,
     recompute_epoch,
 )
 from assets.report import distribution_markdown
@@ -45,11 +45,6 @@ def committed_from_entry(entry: LedgerEntry) -> Committed:
     return Committed(name, entry.table_uri, entry.delta_version, commitment, entry)
 
 
-def next_epoch(store: Lake, datanet: str) -> int:
-    closed = closed_epochs(store, datanet)
-    return closed[-1] + 1 if closed else 0
-
-
 def epoch_due(store: Lake, datanet: str, epoch_days: int, now: datetime) -> int | None:
     """The Datanet's next epoch if it has run `epoch_days` by `now`: since the previous
     epoch closed, or since the Datanet's first ledger entry for epoch 0."""
@@ -68,7 +63,7 @@ def epoch_due(store: Lake, datanet: str, epoch_days: int, now: datetime) -> int 
     opened = closes[-1] if closes else (starts[0] if starts else None)
     if opened is None or now < opened + timedelta(days=epoch_days):
         return None
-    return next_epoch(store, datanet)
+    return open_epoch(store, datanet)
 
 
 @dg.multi_asset(
@@ -116,7 +111,7 @@ def epoch_close(context: dg.AssetExecutionContext, lake: LakeResource):
     if "epochs" in done:
         yield from _already_closed(context, store, datanet, epoch)
         return
-    expected = next_epoch(store, datanet)
+    expected = open_epoch(store, datanet)
     if epoch != expected:
         raise dg.Failure(f"{datanet}: the next epoch to close is {expected}, not {epoch}")
     spec = current_spec(lake, datanet)
@@ -201,7 +196,7 @@ def _already_closed(context: dg.AssetExecutionContext, store: Lake, datanet: str
             "inputs:\n" + "\n".join(result.differences[:20])
         )
     context.log.info(f"{datanet} epoch {epoch} is closed; recomputed identical, nothing written")
-    entries = committed_epoch(store, datanet, epoch)
+    entries = result.committed
     record = result.closed.epochs.to_dicts()[0]
     for table in EPOCH_ASSETS:
         yield materialization(
