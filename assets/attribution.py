@@ -104,6 +104,7 @@ def value_contributors(
             workers=policy.workers,
             utility_factory=factory,
             progress=progress,
+            exact_first=policy.exact_first,
         )
     result.notes["fits"] = utility.fits + result.notes.get("worker_fits", 0)
     return result

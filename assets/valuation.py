@@ -259,6 +259,7 @@ def permutation_shapley(
     workers: int = 1,
     utility_factory: Callable[[], Utility] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    exact_first: bool = False,
 ) -> ValuationResult:
     """Antithetic truncated Monte Carlo permutation sampling.
 
@@ -266,6 +267,12 @@ def permutation_shapley(
     mean of its two marginal contributions, and its standard error is the standard
     deviation of those pair means over √pairs. With `workers > 1`, permutations are scanned
     in worker processes that each build their own utility with `utility_factory`.
+
+    `exact_first` evaluates every player alone first (G utilities, small fits) and uses the
+    first position as a control variate with a known mean (`first_position_control`): at
+    large G a player's rare turn at the head of a permutation is by far its largest
+    marginal, and removing that spike shrinks the standard errors several fold. Values stay
+    unbiased; their sum equals U(N) − U(∅) in expectation rather than per permutation.
     """
     g = len(players)
     rng = np.random.default_rng(seed)
@@ -276,7 +283,12 @@ def permutation_shapley(
     worker_fits = 0
     pairs = 0
     pool = worker_pool(workers, utility_factory)
+    alone: np.ndarray | None = None
     try:
+        if exact_first:
+            singles, worker_fits = evaluate_many(utility, [1 << i for i in range(g)], pool)
+            alone = np.asarray(singles) - u_empty
+            evaluations += g
         while True:
             perms = [rng.permutation(g) for _ in range(pairs_per_batch)]
             jobs = [(p, u_all, u_empty, truncation) for q in perms for p in (q, q[::-1].copy())]
@@ -291,6 +303,9 @@ def permutation_shapley(
                     worker_fits += outcome[3] if len(outcome) > 3 else 0
                 first, n1 = scanned[k][0], scanned[k][1]
                 second, n2 = scanned[k + 1][0], scanned[k + 1][1]
+                if alone is not None:
+                    first = first_position_control(first, jobs[k][0], alone)
+                    second = first_position_control(second, jobs[k + 1][0], alone)
                 pair_mean = (first + second) / 2
                 sums += pair_mean
                 squares += pair_mean**2
@@ -299,7 +314,9 @@ def permutation_shapley(
             mean = sums / pairs
             variance = np.maximum(squares / pairs - mean**2, 0.0) * pairs / max(pairs - 1, 1)
             std_errors = np.sqrt(variance / pairs)
-            stop, claimed = stopping.done(std_errors, pairs, evaluations)
+            stop, claimed = stopping.done(
+                std_errors, pairs, spent(utility, evaluations, worker_fits)
+            )
             # truncation leaves late players unevaluated: no claim until each was reached
             converged = claimed and int(reached.min()) >= stopping.min_pairs
             # stop when converged, or when the rule stops for another reason (budget, time)
@@ -325,5 +342,27 @@ def permutation_shapley(
             "truncation": truncation,
             "worker_fits": worker_fits,
             "least_reached": int(reached.min()),
+            "exact_first": exact_first,
         },
     )
+
+
+def spent(utility: Utility, calls: int, worker_fits: int) -> int:
+    """What a budget counts: model fits when the utility counts them (a permutation scan
+    re-asks cached coalitions, which cost nothing), else utility calls."""
+    fits = getattr(utility, "fits", None)
+    return calls if fits is None else int(fits) + worker_fits
+
+
+def first_position_control(
+    marginal: np.ndarray, permutation: np.ndarray, alone: np.ndarray
+) -> np.ndarray:
+    """Δᵢ(π) − 1[i first in π]·aᵢ + aᵢ/G, with aᵢ = U({i}) − U(∅).
+
+    The subtracted term has mean aᵢ/G over uniform permutations (i is first with
+    probability 1/G), so the estimate of φᵢ keeps its expectation while the head-of-order
+    marginal, which is aᵢ itself, no longer varies.
+    """
+    corrected = marginal + alone / len(alone)
+    corrected[permutation[0]] -= alone[permutation[0]]
+    return corrected

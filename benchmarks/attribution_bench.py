@@ -239,7 +239,8 @@ class Recorder:
         value = self.utility(mask)
         if self.utility.fits > fits:
             rows = int(sum(self.utility.rows_of[p].size for p in self._players(mask)))
-            self.fit_log.append((rows, time.perf_counter() - started, time.process_time() - cpu))
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+            self.fit_log.append((rows, wall, cpu, format(mask, "x")))
         return value
 
     def _players(self, mask: int) -> list[int]:
@@ -456,6 +457,7 @@ def worker_ours_scale(folder: Path) -> dict:
         workers=config["workers"],
         utility_factory=partial(scale_utility, str(folder)),
         progress=progress,
+        exact_first=config.get("exact_first", False),
     )
     wall = time.perf_counter() - t0
     stop_sampling.set()
@@ -608,7 +610,8 @@ def worker_pydvl_groups(folder: Path) -> dict:
                 t, c = time.perf_counter(), time.process_time()
                 memo[key] = super().__call__(sample)
                 wall, cpu = time.perf_counter() - t, time.process_time() - c
-                fit_log.append((int(np.isin(player, members).sum()), wall, cpu))
+                rows = int(np.isin(player, members).sum())
+                fit_log.append((rows, wall, cpu, format(mask_of(members), "x")))
             return memo[key]
 
     class Snapshots(StoppingCriterion):
@@ -1014,6 +1017,7 @@ def part_scale(args, tmp: Path, log) -> dict:
         "half_width": args.scale_half_width,
         "truncation": policy.truncation,
         "pairs_per_batch": 1,
+        "exact_first": args.scale_exact_first,
     }
     (folder / "config.json").write_text(json.dumps(config))
     timeout = args.scale_minutes * 60 + args.scale_grace_minutes * 60
@@ -1058,12 +1062,36 @@ def summarize(doc: dict) -> str:
 def fit_stats(fit_log: list) -> str:
     if not fit_log:
         return "no fits"
-    arr = np.asarray(fit_log, dtype=float)
+    arr = np.asarray([entry[:3] for entry in fit_log], dtype=float)
     return (
         f"{len(arr)} fits, mean {arr[:, 1].mean() * 1000:.1f} ms wall / "
         f"{arr[:, 2].mean() * 1000:.1f} ms CPU per fit (median {np.median(arr[:, 1]) * 1000:.1f}"
         f" ms), mean rows {arr[:, 0].mean():.0f}"
     )
+
+
+def paired_fit_times(ours_log: list, theirs_log: list) -> dict | None:
+    """Per-fit cost on the same coalitions: ours ÷ pyDVL's wall and CPU time per coalition
+    trained by both (the logs carry each fit's coalition), so that coalition sizes, which
+    differ between estimators, do not enter the comparison."""
+    ours = {e[3]: e for e in ours_log if len(e) > 3}
+    theirs = {e[3]: e for e in theirs_log if len(e) > 3}
+    common = sorted(ours.keys() & theirs.keys())
+    if not common:
+        return None
+    a = np.asarray([ours[k][:3] for k in common], dtype=float)
+    b = np.asarray([theirs[k][:3] for k in common], dtype=float)
+    return {
+        "coalitions": len(common),
+        "mean_rows": float(a[:, 0].mean()),
+        "ours_ms_wall": float(a[:, 1].mean() * 1000),
+        "pydvl_ms_wall": float(b[:, 1].mean() * 1000),
+        "ours_ms_cpu": float(a[:, 2].mean() * 1000),
+        "pydvl_ms_cpu": float(b[:, 2].mean() * 1000),
+        "median_ratio_wall": float(np.median(a[:, 1] / b[:, 1])),
+        "median_ratio_cpu": float(np.median(a[:, 2] / b[:, 2])),
+        "share_ours_faster_cpu": float(np.mean(a[:, 2] < b[:, 2])),
+    }
 
 
 def methods(block: dict) -> list[str]:
@@ -1119,6 +1147,16 @@ def summarize_groups(block: dict) -> list[str]:
     lines.append(f"utilities compared: {block['utility_check']}")
     for method in methods(block):
         lines.append(f"{method}: {fit_stats(block[method]['fit_log'])}")
+    ours_logs = block["ours"]["fit_log"] + block.get("svarm", {}).get("fit_log", [])
+    paired = paired_fit_times(ours_logs, block["pydvl"]["fit_log"])
+    if paired:
+        lines.append(
+            f"same coalitions ({paired['coalitions']}, mean {paired['mean_rows']:.0f} rows): "
+            f"ours {paired['ours_ms_wall']:.1f} ms wall / {paired['ours_ms_cpu']:.1f} ms CPU, "
+            f"pyDVL {paired['pydvl_ms_wall']:.1f} / {paired['pydvl_ms_cpu']:.1f}; median ratio "
+            f"ours/pyDVL {paired['median_ratio_wall']:.3f} wall, {paired['median_ratio_cpu']:.3f}"
+            f" CPU; ours faster on {paired['share_ours_faster_cpu']:.0%} (CPU)"
+        )
     if "svarm" in block:
         gaps = [abs(s["efficiency_gap"]) for r in block["svarm"]["runs"] for s in r["snapshots"]]
         lines.append(
@@ -1378,6 +1416,11 @@ def main() -> None:
     parser.add_argument("--scale-minutes", type=float, default=10.0)
     parser.add_argument("--scale-grace-minutes", type=float, default=10.0)
     parser.add_argument("--scale-half-width", type=float, default=0.01)
+    parser.add_argument(
+        "--scale-exact-first",
+        action="store_true",
+        help="value every contributor alone first; first position as a control variate",
+    )
     args = parser.parse_args()
 
     if args.worker:
