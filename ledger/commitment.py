@@ -8,6 +8,7 @@ key, by the leaf bytes alone. Leaves are then encoded, hashed and folded batch b
 from __future__ import annotations
 
 import binascii
+import itertools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from ledger.encoding import (
     leaf_messages,
     schema_hash,
     schema_signature,
+    var_parts,
 )
 from ledger.hashing import TreeBuilder, hash_threads, perfect_subtrees, sha256_binary
 
@@ -134,6 +136,64 @@ def _sort_unique_integers(values: np.ndarray) -> tuple[np.ndarray | None, bool]:
     return packed.view(np.int64), unique
 
 
+MAX_PREFIX_TIES = 0.01  # share of rows in 8-byte prefix ties beyond which Arrow sorts
+
+
+def _string_key(keys: pa.Table) -> pa.Array | None:
+    """The key as one string/binary array with offsets, when it is one such column without
+    nulls; None for any other key."""
+    if keys.num_columns != 1 or keys.column(0).null_count:
+        return None
+    column = keys.column(0)
+    kind = column.type
+    if not (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    ):
+        return None
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _sort_unique_strings(array: pa.Array) -> tuple[np.ndarray | None, bool] | None:
+    """(ascending byte order, whether unique) of a string key, or None to let Arrow sort.
+
+    Rows are ordered by their first 8 bytes as a big-endian integer (zero-padded), which
+    agrees with byte-wise order wherever the prefixes differ; rows whose prefixes tie are
+    re-sorted by their full bytes. Hex hashes and other high-entropy keys tie rarely; keys
+    with long shared prefixes (names, paths) tie often and go to Arrow instead.
+    """
+    n = len(array)
+    offsets, data = var_parts(array)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    prefix = np.zeros(n, dtype=np.uint64)
+    for j in range(8):
+        has = lengths > j
+        byte = np.zeros(n, dtype=np.uint64)
+        byte[has] = data[starts[has] + j]
+        prefix = (prefix << np.uint64(8)) | byte
+    order = np.argsort(prefix, kind="stable")
+    ordered = prefix[order]
+    tied = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if tied.size == 0:
+        return (None if bool(np.all(order[1:] > order[:-1])) else order), True
+    if tied.size > MAX_PREFIX_TIES * n:
+        return None
+    unique = True
+    # runs of equal prefixes: [first, last] positions in `ordered`
+    run_starts = tied[np.r_[True, tied[1:] != tied[:-1] + 1]]
+    run_ends = tied[np.r_[tied[1:] != tied[:-1] + 1, True]] + 1
+    for first, last in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
+        rows = order[first : last + 1]
+        full = [data[starts[r] : starts[r] + lengths[r]].tobytes() for r in rows.tolist()]
+        ranked = sorted(range(len(rows)), key=full.__getitem__)  # stable, as Arrow's
+        order[first : last + 1] = rows[ranked]
+        ranked_bytes = [full[k] for k in ranked]
+        unique = unique and all(a != b for a, b in itertools.pairwise(ranked_bytes))
+    return order, unique
+
+
 def canonical_order(table: pa.Table, key: Sequence[str] | None) -> pa.Array:
     """Row indices in canonical leaf order: by key, ties (or no key) by the leaf bytes."""
     order = _order_and_leaves(table, key)[0]
@@ -151,8 +211,14 @@ def _order_and_leaves(
             raise KeyError(f"key column {name!r} not in table columns {table.column_names}")
     keys = _key_table(table, key or ())
     values = _integer_key(keys) if key else None
+    strings = _string_key(keys) if key and values is None else None
+    sorted_strings = _sort_unique_strings(strings) if strings is not None else None
     if values is not None:
         order, unique = _sort_unique_integers(values)
+        if unique:
+            return order, None
+    elif sorted_strings is not None:
+        order, unique = sorted_strings
         if unique:
             return order, None
     elif key:
@@ -171,10 +237,6 @@ def sorted_table(table: pa.Table, key: Sequence[str] | None) -> pa.Table:
     return table.take(canonical_order(table, key))
 
 
-def _chunked(table: pa.Table) -> bool:
-    return any(column.num_chunks > 1 for column in table.columns)
-
-
 def _block_subtrees(messages: pa.Array) -> list[tuple[int, bytes]]:
     return perfect_subtrees(sha256_binary(messages, threads=1), threads=1)
 
@@ -182,27 +244,29 @@ def _block_subtrees(messages: pa.Array) -> list[tuple[int, bytes]]:
 def commit_table(data: object, key: Sequence[str] | None = None) -> Commitment:
     """Root, row count and schema hash of a table's rows in canonical order.
 
-    Blocks of BATCH_ROWS rows (perfect subtrees) are gathered, encoded and hashed in a
-    thread pool (the kernels release the GIL) and folded in order: the same root on any
-    number of cores, and no sorted copy of the whole table.
+    Blocks of BATCH_ROWS rows (perfect subtrees) are encoded and hashed in a thread pool
+    (the kernels release the GIL) and folded in order: the same root on any number of
+    cores, and no sorted copy of the whole table (rows out of order are hashed in place and
+    only their hashes are put in order).
     """
     table = as_arrow_table(data)
     order, messages = _order_and_leaves(table, key)
-    if order is not None and messages is None and _chunked(table):
-        # Arrow's take concatenates a many-chunk column on every call: once, not per block
-        table = table.combine_chunks()
     starts = range(0, table.num_rows, BATCH_ROWS)
-
-    def block(start: int) -> list[tuple[int, bytes]]:
-        if order is None:  # already in canonical order: no gather
-            return _block_subtrees(leaf_messages(table.slice(start, BATCH_ROWS)))
-        rows = order[start : start + BATCH_ROWS]
-        if messages is not None:  # encoded already to sort by leaf bytes
-            return _block_subtrees(messages.take(rows))
-        return _block_subtrees(leaf_messages(table.take(rows)))
-
-    builder = TreeBuilder(BATCH_ROWS)
+    # rows out of order: hash them where they are, then put the 32-byte hashes in order
+    # (cheaper than gathering every column of the table into canonical order)
+    hashes = leaf_hash_matrix(table) if order is not None and messages is None else None
     with ThreadPoolExecutor(hash_threads()) as pool:
+
+        def block(start: int) -> list[tuple[int, bytes]]:
+            if order is None:  # already in canonical order: no gather
+                return _block_subtrees(leaf_messages(table.slice(start, BATCH_ROWS)))
+            rows = order[start : start + BATCH_ROWS]
+            if messages is not None:  # encoded already to sort by leaf bytes
+                return _block_subtrees(messages.take(rows))
+            assert hashes is not None
+            return perfect_subtrees(hashes[np.asarray(rows)], threads=1)
+
+        builder = TreeBuilder(BATCH_ROWS)
         for parts in pool.map(block, starts):
             for count, root in parts:
                 builder.add_subtree(count, root)
@@ -211,12 +275,15 @@ def commit_table(data: object, key: Sequence[str] | None = None) -> Commitment:
     )
 
 
-def leaf_hash_matrix(ordered: pa.Table) -> np.ndarray:
-    """Leaf hashes of an already ordered table, as an (n, 32) matrix (for proofs)."""
-    parts = [
-        sha256_binary(leaf_messages(ordered.slice(s, BATCH_ROWS)))
-        for s in range(0, ordered.num_rows, BATCH_ROWS)
-    ]
+def leaf_hash_matrix(table: pa.Table) -> np.ndarray:
+    """Leaf hash of every row in the given order, as an (n, 32) matrix; blocks are encoded
+    and hashed in a thread pool."""
+
+    def block(start: int) -> np.ndarray:
+        return sha256_binary(leaf_messages(table.slice(start, BATCH_ROWS)), threads=1)
+
+    with ThreadPoolExecutor(hash_threads()) as pool:
+        parts = list(pool.map(block, range(0, table.num_rows, BATCH_ROWS)))
     return np.concatenate(parts) if parts else np.zeros((0, 32), dtype=np.uint8)
 
 

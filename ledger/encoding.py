@@ -143,7 +143,7 @@ def _valid(array: pa.Array) -> np.ndarray:
     return pc.is_valid(array).to_numpy(zero_copy_only=False).astype(np.uint8)
 
 
-def _var_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def var_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(int64 offsets, data) of a binary or large_binary array, honouring its slice offset."""
     if len(array) == 0:  # an empty array may come without buffers
         return np.zeros(1, np.int64), np.zeros(0, np.uint8)
@@ -178,7 +178,7 @@ def _encode_column(field: pa.Field, array: pa.Array) -> _Segment:
             or pa.types.is_large_binary(array.type)
         ):
             array = array.cast(pa.large_string() if tag == TAG_STRING else pa.large_binary())
-        offsets, data = _var_parts(array)
+        offsets, data = var_parts(array)
         return _Bytes(tag, _frozen(valid), _frozen(offsets), _frozen(data))
     if tag == TAG_BOOL:
         return _words(tag, valid, array, False, 1)

@@ -492,3 +492,45 @@ def test_already_sorted_key_is_committed_without_gather(batch_rows: int) -> None
         assert commit_table(ordered, ["id"]) == expected
         assert commit_table(chunked, ["id"]) == expected
         assert commit_table(tail, ["id"]) == expected
+
+
+STRING_KEY_TYPES = [pa.string(), pa.large_string(), pa.binary(), pa.large_binary()]
+# short alphabets and shared prefixes make 8-byte prefix ties, zero bytes and empty keys
+# test the zero padding, non-ASCII text the byte order
+key_text = st.text(alphabet=["a", "b", "\x00", "é", "☃"], max_size=12) | st.sampled_from(
+    ["", "abcdefgh", "abcdefgh\x00", "abcdefghi", "abcdefgg", "abcdefgi"]
+)
+
+
+@SETTINGS
+@given(st.sampled_from(STRING_KEY_TYPES), st.lists(key_text, max_size=60), seeds)
+def test_string_key_order_equals_arrow_sort(kind: pa.DataType, texts: list[str], seed: int) -> None:
+    """The 8-byte prefix sort of a string or binary key orders rows as Arrow does, prefix
+    ties included; duplicates fall back to the key + leaf-byte order, with the same root."""
+    values = [t.encode() for t in texts] if pa.types.is_binary(kind) or pa.types.is_large_binary(
+        kind
+    ) else texts  # fmt: skip
+    table = pa.table({"k": pa.array(values, kind), "v": pa.array(range(len(values)), pa.int64())})
+    expected_root = commit_table(table, ["k"])
+    rows_ = sorted(zip([str(v) for v in texts], encode_rows(table), strict=True))
+    if len(set(texts)) == len(texts):
+        expected = pc.sort_indices(table, sort_keys=[("k", "ascending")]).to_pylist()
+        assert canonical_order(table, ["k"]).to_pylist() == expected
+    else:
+        assert expected_root.root == root([r for _, r in sorted(rows_, key=lambda x: (
+            x[0].encode(), x[1]))]).hex()  # fmt: skip
+    shuffled = permuted(table, random.Random(seed))
+    assert commit_table(shuffled, ["k"]) == expected_root
+    with mock.patch.object(commitment, "MAX_PREFIX_TIES", 1.0):  # never hand over to Arrow
+        assert commit_table(shuffled, ["k"]) == expected_root
+    with mock.patch.object(commitment, "MAX_PREFIX_TIES", 0.0):  # always hand over on a tie
+        assert commit_table(shuffled, ["k"]) == expected_root
+
+
+def test_hex_hash_keys_are_sorted_without_arrow() -> None:
+    """Row hashes (64 hex characters) rarely tie on 8 bytes: the numpy path orders them."""
+    keys = [f"{random.Random(i).getrandbits(256):064x}" for i in range(3000)]
+    table = pa.table({"row_hash": keys, "v": list(range(3000))})
+    with mock.patch.object(commitment.pc, "sort_indices", side_effect=AssertionError):
+        order = canonical_order(table, ["row_hash"]).to_pylist()
+    assert [keys[i] for i in order] == sorted(keys)
