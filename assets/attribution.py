@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from assets.allocation import split_integer
+from assets.banzhaf import exact_banzhaf, msr_banzhaf
 from assets.datanets import DatanetSpec
 from assets.knn_shapley import knn_shapley, standardize
 from assets.svarm import svarm_shapley
@@ -73,14 +74,30 @@ def value_contributors(
     Exact when few enough; otherwise the policy's Monte Carlo method. Stratified SVARM
     first evaluates every coalition of 0, 1, G−1 and G contributors (2G + 2 utilities); when
     that alone would exceed the budget, permutations are used instead (their truncated scans
-    also train on small coalitions only), and `result.method` says so.
+    also train on small coalitions only), and `result.method` says so. Method "banzhaf"
+    gives Banzhaf values instead (exact, then MSR sampling): not Shapley values.
     """
     players = sorted(set(rows["contributor"]))
     utility = build_utility(spec, rows, validation, players)
     policy = spec.valuation
     rule = StoppingRule(policy.half_width, policy.z, policy.max_evaluations)
     factory = partial(build_utility, spec, rows, validation, players)
-    if len(players) <= policy.exact_max_players:
+    if policy.method == "banzhaf":
+        result = (
+            exact_banzhaf(utility, players)
+            if len(players) <= policy.exact_max_players
+            else msr_banzhaf(
+                utility,
+                players,
+                rule,
+                seed=policy.seed,
+                sets_per_batch=policy.sets_per_batch,
+                workers=policy.workers,
+                utility_factory=factory,
+                progress=progress,
+            )
+        )
+    elif len(players) <= policy.exact_max_players:
         result = exact_shapley(utility, players)
     elif policy.method == "svarm" and 2 * len(players) + 2 <= policy.max_evaluations:
         result = svarm_shapley(

@@ -120,7 +120,9 @@ class ValuationPolicy(_Strict):
     # fewer fits than pyDVL's TMC for the same error at the median benchmark budget,
     # docs/benchmarks.md) or antithetic truncated permutations (smaller fits; used anyway
     # when SVARM's 2G + 2 start exceeds max_evaluations, docs/attribution.md)
-    method: Literal["permutation", "svarm"] = "svarm"
+    # "banzhaf": Data Banzhaf values instead of Shapley (exact up to exact_max_players, then
+    # maximum sample reuse): a noise-robust ranking, not efficient (docs/attribution.md)
+    method: Literal["permutation", "svarm", "banzhaf"] = "svarm"
     half_width: float = Field(default=0.01, gt=0)  # target confidence half-width per player
     z: float = Field(default=1.96, gt=0)
     max_evaluations: int = Field(default=2000, ge=10)

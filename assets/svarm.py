@@ -35,6 +35,8 @@ from assets.valuation import (
     Utility,
     ValuationResult,
     evaluate_many,
+    member_flags,
+    running_mean_var,
     worker_pool,
 )
 
@@ -184,7 +186,7 @@ class _Strata:
         self.pop_minus = np.array([population(s) for s in range(n + 1)])
 
     def add(self, mask: int, value: float) -> None:
-        member = np.array([(mask >> i) & 1 for i in range(self.n)], dtype=bool)
+        member = member_flags(mask, self.n)
         s = int(member.sum())
         for (total, square, count), rows in ((self.plus, member), (self.minus, ~member)):
             total[rows, s] += value
@@ -194,17 +196,10 @@ class _Strata:
         self.size[1][s] += value * value
         self.size[2][s] += 1
 
-    @staticmethod
-    def _mean_var(total: np.ndarray, square: np.ndarray, count: np.ndarray):
-        safe = np.maximum(count, 1)
-        mean = total / safe
-        var = np.maximum(square / safe - mean**2, 0.0) * safe / np.maximum(safe - 1, 1)
-        return mean, var
-
     def _size_variances(self) -> np.ndarray:
         """Variance of U over the sets drawn of each size, shrunk towards the mean variance
         of the sizes with ≥ 2 sets (which a size with fewer sets takes)."""
-        _, size_var = self._mean_var(*self.size)
+        _, size_var = running_mean_var(*self.size)
         counts = self.size[2]
         spread = size_var[counts >= 2]
         fallback = float(spread.mean()) if spread.size else 0.0
@@ -231,7 +226,7 @@ class _Strata:
         mean variance of the others. The centring and the randomness of m are ignored.
         """
         n = self.n
-        size_mean, _ = self._mean_var(*self.size)
+        size_mean, _ = running_mean_var(*self.size)
         size_var = self._size_variances()
         contrasts = np.zeros((n, n + 1))
         variance = np.zeros(n)
@@ -240,7 +235,7 @@ class _Strata:
             (self.plus, self.pop_plus, 1.0),
             (self.minus, self.pop_minus, -1.0),
         ):
-            mean, var = self._mean_var(*stats)
+            mean, var = running_mean_var(*stats)
             count = stats[2]
             mean = np.where(count > 0, mean, size_mean[None, :])
             df = np.maximum(count - 1, 0)  # shrink few-set cells towards their size's variance

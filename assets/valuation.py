@@ -7,7 +7,9 @@ In the spirit of pyDVL, the pieces are separate objects:
   model with fixed parameters trained on the coalition's accepted rows (`DatanetUtility`).
   Any callable `int -> float` works, which is how the tests use games with known values;
 - an **estimator**: `exact_shapley` enumerates all 2^G coalitions; `permutation_shapley`
-  samples antithetic permutation pairs with truncation;
+  samples antithetic permutation pairs with truncation; `svarm_shapley` (assets/svarm.py)
+  samples coalitions that inform every player; `msr_banzhaf` (assets/banzhaf.py) estimates
+  the Banzhaf value, a noise-robust ranking that is not a Shapley value;
 - a **stopping rule** (`StoppingRule`): every player's confidence half-width below a target,
   or a budget of utility evaluations;
 - a **result** (`ValuationResult`) with values, standard errors and counts per player.
@@ -101,6 +103,29 @@ class DatanetUtility:
         return value
 
 
+def member_flags(mask: int, n: int) -> np.ndarray:
+    """Which of n players a coalition bitmask holds (bit i = player i), as a bool array."""
+    raw = np.frombuffer(mask.to_bytes((n + 7) // 8 or 1, "little"), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")[:n].astype(bool)
+
+
+def mask_of_flags(flags: np.ndarray) -> int:
+    """The bitmask of a bool array of players (the inverse of `member_flags`)."""
+    return int.from_bytes(
+        np.packbits(flags.astype(np.uint8), bitorder="little").tobytes(), "little"
+    )
+
+
+def running_mean_var(
+    total: np.ndarray, square: np.ndarray, count: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased variance from running sums of values and squares (0 if count ≤ 1)."""
+    safe = np.maximum(count, 1)
+    mean = total / safe
+    var = np.maximum(square / safe - mean**2, 0.0) * safe / np.maximum(safe - 1, 1)
+    return mean, var
+
+
 # --- results and stopping --------------------------------------------------------------------
 
 
@@ -122,7 +147,13 @@ class ValuationResult:
 
 @dataclass(frozen=True)
 class StoppingRule:
-    """Stop when every player's z·SE ≤ half_width, or after max_evaluations utilities."""
+    """Stop when every player's z·SE ≤ half_width, or after max_evaluations utilities.
+
+    Permutation scans count every utility call (a cached coalition re-asked included: a
+    fit count would differ with the workers' separate caches, and with truncation the
+    reachable coalitions can run out before a fit budget does). SVARM never asks a
+    coalition twice and MSR Banzhaf counts the distinct coalitions it drew (it ends once it
+    has drawn them all): for both the count is the fits."""
 
     half_width: float = 0.01
     z: float = 1.96
@@ -138,12 +169,17 @@ class StoppingRule:
 # --- exact -----------------------------------------------------------------------------------
 
 
+def every_utility(utility: Utility, g: int) -> np.ndarray:
+    """U of all 2^g coalitions, indexed by bitmask (exact values; refused beyond 20)."""
+    if g > 20:
+        raise ValueError(f"exact values over {g} players would need 2^{g} utilities")
+    return np.array([utility(mask) for mask in range(1 << g)])
+
+
 def exact_shapley(utility: Utility, players: Sequence[str]) -> ValuationResult:
     """All 2^G coalitions; φ_i = Σ_S |S|!(G-|S|-1)!/G! (U(S∪i) - U(S))."""
     g = len(players)
-    if g > 20:
-        raise ValueError(f"exact Shapley over {g} players would need 2^{g} utilities")
-    values_of = np.array([utility(mask) for mask in range(1 << g)])
+    values_of = every_utility(utility, g)
     sizes = np.array([bin(mask).count("1") for mask in range(1 << g)])
     weight = np.array(
         [
@@ -314,9 +350,7 @@ def permutation_shapley(
             mean = sums / pairs
             variance = np.maximum(squares / pairs - mean**2, 0.0) * pairs / max(pairs - 1, 1)
             std_errors = np.sqrt(variance / pairs)
-            stop, claimed = stopping.done(
-                std_errors, pairs, spent(utility, evaluations, worker_fits)
-            )
+            stop, claimed = stopping.done(std_errors, pairs, evaluations)
             # truncation leaves late players unevaluated: no claim until each was reached
             converged = claimed and int(reached.min()) >= stopping.min_pairs
             # stop when converged, or when the rule stops for another reason (budget, time)
@@ -345,13 +379,6 @@ def permutation_shapley(
             "exact_first": exact_first,
         },
     )
-
-
-def spent(utility: Utility, calls: int, worker_fits: int) -> int:
-    """What a budget counts: model fits when the utility counts them (a permutation scan
-    re-asks cached coalitions, which cost nothing), else utility calls."""
-    fits = getattr(utility, "fits", None)
-    return calls if fits is None else int(fits) + worker_fits
 
 
 def first_position_control(
