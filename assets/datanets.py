@@ -117,7 +117,7 @@ class ValuationPolicy(_Strict):
 
     exact_max_players: int = Field(default=12, ge=1, le=16)
     # above exact_max_players: Stratified SVARM with a control variate (every fit informs
-    # every contributor; 5.8x fewer fits than pyDVL's TMC for the same error at the median
+    # every contributor; 5.5x fewer fits than pyDVL's TMC for the same error at the median
     # budget, replayed on the G = 10 benchmark's utilities, docs/benchmarks.md) or antithetic
     # truncated permutations (smaller fits; used anyway when SVARM's G + 2 start exceeds
     # max_evaluations, docs/attribution.md)
