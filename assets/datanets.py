@@ -116,10 +116,11 @@ class ValuationPolicy(_Strict):
     """How contributor values are estimated (docs/attribution.md)."""
 
     exact_max_players: int = Field(default=12, ge=1, le=16)
-    # above exact_max_players: Stratified SVARM (every fit informs every contributor; 2.6x
-    # fewer fits than pyDVL's TMC for the same error at the median benchmark budget,
-    # docs/benchmarks.md) or antithetic truncated permutations (smaller fits; used anyway
-    # when SVARM's 2G + 2 start exceeds max_evaluations, docs/attribution.md)
+    # above exact_max_players: Stratified SVARM with a control variate (every fit informs
+    # every contributor; 5.5x fewer fits than pyDVL's TMC for the same error at the median
+    # budget, replayed on the G = 10 benchmark's utilities, docs/benchmarks.md) or antithetic
+    # truncated permutations (smaller fits; used anyway when SVARM's G + 2 start exceeds
+    # max_evaluations, docs/attribution.md)
     # "banzhaf": Data Banzhaf values instead of Shapley (exact up to exact_max_players, then
     # maximum sample reuse): a noise-robust ranking, not efficient (docs/attribution.md)
     method: Literal["permutation", "svarm", "banzhaf"] = "svarm"

@@ -7,13 +7,24 @@ Marginal Contributions" (AAAI 2024). Grouping the Shapley formula by coalition s
 
 so one coalition S of size s informs every player at once: members through the first mean
 of size s, non-members through the second. A permutation scan instead spends each fit on one
-marginal contribution of one player. Sizes 0, 1, n−1 and n are enumerated up front (2n + 2
-utilities, the paper's "exact calculation"); then each sample is a uniform set of a middle
-size. The size is chosen where one more set removes the most variance (Neyman allocation,
-from the spread of U seen per size; the default because small coalitions vary much more
-than large ones here) or drawn from the paper's distribution (∝ 1/min(s, n−s)). Because
-utilities are cached by coalition, a set is never drawn twice (sampling without
-replacement within a size); a size whose sets are all evaluated is exact.
+marginal contribution of one player. Sizes 0, 1 and n are enumerated up front (n + 2
+utilities; `start="full"` adds size n−1 as in the paper's "exact calculation", 2n + 2);
+then each sample is a uniform set of a sampled size (2..n−1, or 2..n−2 with the full
+start). The size is chosen where one more set removes the most variance (Neyman allocation,
+from the spread of U, or of the control variate's residual, seen per size; the default
+because small coalitions vary much more than large ones here) or drawn from the paper's
+distribution (∝ 1/min(s, n−s)). Because utilities are cached by coalition, a set is never
+drawn twice (sampling without replacement within a size); a size whose sets are all
+evaluated is exact. If the stopping rule is met except that some player has no set with
+(or without) it at some size, sizes with such empty cells are sampled first.
+
+Control variate (`control=True`, the default): the singletons give every player a feature
+xⱼ = U({j}) − U(∅), and within a sampled size s, U(S) is regressed on X(S) = Σ_{j∈S} xⱼ
+(slope b_s from that size's sets, or pooled over sizes while it has few, or 0 early on). Each
+cell's mean of U is replaced by its mean of U − b_s·X plus the exact mean of b_s·X over the
+cell, which is known in closed form (the regression estimator of survey sampling). It is
+exact on additive games, costs nothing when X explains nothing (b_s → 0), and stays exact
+once a size is enumerated; a size with no set yet takes b·X's contrast instead of none.
 
 Determinism: all sets come from one seeded generator in the main process; the adaptive
 size choice reads only finished batches; utilities are evaluated in fixed-size batches (in
@@ -42,6 +53,7 @@ from assets.valuation import (
 
 ENUMERATE_UP_TO = 20_000
 SHRINK_DF = 4  # pseudo degrees of freedom of a size's variance in a cell's variance
+MIN_FIT = 4  # degrees of freedom a control-variate slope needs (else pooled, else 0)
 
 
 def size_distribution(n: int) -> dict[int, float]:
@@ -69,6 +81,22 @@ def size_distribution(n: int) -> dict[int, float]:
     return {s: w / total for s, w in zip(sizes, weights, strict=True)}
 
 
+def sampled_size_weights(n: int, full_start: bool) -> dict[int, float]:
+    """Weights of the sampled sizes: the paper's over 2..n−2, and with the small start size
+    n−1 too, weighted like size n−2 (it has the fewest sets of the large sizes)."""
+    weights = size_distribution(n)
+    if full_start or n < 3:
+        return weights
+    weights[n - 1] = weights.get(n - 2, 1.0)
+    total = sum(weights.values())
+    return {s: w / total for s, w in weights.items()}
+
+
+def start_size(n: int, start: Literal["small", "full"] = "small") -> int:
+    """Utilities evaluated before any sampling: ∅, N, the singletons (and the (n−1)-sets)."""
+    return 2 * n + 2 if start == "full" else n + 2
+
+
 class _SetSampler:
     """Distinct coalitions: the exact strata, an optional warm-up, then paper-distributed sizes.
 
@@ -76,14 +104,18 @@ class _SetSampler:
     utilities, so the stream is the same whatever the batching or the number of workers.
     """
 
-    def __init__(self, n: int, rng: np.random.Generator, paired: bool, warm_up: bool) -> None:
+    def __init__(
+        self, n: int, rng: np.random.Generator, paired: bool, warm_up: bool, full_start: bool
+    ) -> None:
         self.n, self.rng, self.paired, self.warm_up = n, rng, paired, warm_up
+        self.full_start = full_start
         self.full = (1 << n) - 1
         self.seen: set[int] = {0}  # ∅ is evaluated by the caller
         self.drawn = [1] + [0] * n  # distinct sets drawn per size
         self.unseen: dict[int, list[int]] = {}  # explicit lists for small sizes
-        self.weights = size_distribution(n)
+        self.weights = sampled_size_weights(n, full_start)
         self.priority: dict[int, float] | None = None  # set by the caller for "neyman"
+        self.urgent: set[int] = set()  # sizes with empty cells once the rule is otherwise met
 
     def _gain(self, s: int) -> tuple[float, float]:
         """Variance removed by one more set of size s: a_s/(m(m+1)); two sets per size
@@ -106,10 +138,12 @@ class _SetSampler:
         return True
 
     def exact_strata(self) -> list[int]:
-        """N, every singleton and every (n−1)-set (∅ is evaluated separately)."""
+        """N and every singleton, plus every (n−1)-set with the full start (∅ is evaluated
+        separately)."""
         masks = [self.full]
         masks += [1 << i for i in range(self.n)]
-        masks += [self.full ^ (1 << i) for i in range(self.n)]
+        if self.full_start:
+            masks += [self.full ^ (1 << i) for i in range(self.n)]
         return [m for m in masks if self._take(m)]
 
     def _warm_up(self) -> Iterator[int]:
@@ -156,6 +190,7 @@ class _SetSampler:
             open_sizes = [s for s in self.weights if self.drawn[s] < math.comb(self.n, s)]
             if not open_sizes:
                 return  # every coalition has been evaluated: the estimate is exact
+            open_sizes = [s for s in open_sizes if s in self.urgent] or open_sizes
             if self.priority is None:
                 p = np.array([self.weights[s] for s in open_sizes])
                 s = open_sizes[int(self.rng.choice(len(open_sizes), p=p / p.sum()))]
@@ -169,14 +204,17 @@ class _SetSampler:
 
 
 class _Strata:
-    """Running sums of U per (player, size), for members (plus) and non-members (minus)."""
+    """Running sums per (player, size), for members (plus) and non-members (minus): of U,
+    and, once the feature is set, of X(S) = Σ_{j∈S} xⱼ, X², U·X for the control variate."""
 
-    def __init__(self, n: int) -> None:
-        self.n = n
+    def __init__(self, n: int, sampled: Sequence[int]) -> None:
+        self.n, self.sampled = n, list(sampled)
+        self.x: np.ndarray | None = None
         shape = (n, n + 1)
-        self.plus = [np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=np.int64)]
-        self.minus = [np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=np.int64)]
-        self.size = [np.zeros(n + 1), np.zeros(n + 1), np.zeros(n + 1, dtype=np.int64)]
+        # per cell: Σu, Σu², count, ΣX, ΣX², ΣuX
+        self.plus = [np.zeros(shape) for _ in range(6)]
+        self.minus = [np.zeros(shape) for _ in range(6)]
+        self.size = [np.zeros(n + 1) for _ in range(6)]
         big = 1e300  # populations beyond this are "infinite" for the correction
 
         def population(k: int) -> float:  # float: exact integers would make object arrays
@@ -185,59 +223,120 @@ class _Strata:
         self.pop_plus = np.array([population(s - 1) for s in range(n + 1)])
         self.pop_minus = np.array([population(s) for s in range(n + 1)])
 
+    def set_feature(self, x: np.ndarray) -> None:
+        """xⱼ for the control variate; only sets added afterwards carry X (the caller sets
+        it after the exact strata, so every sampled set does)."""
+        self.x = np.asarray(x, dtype=float)
+
     def add(self, mask: int, value: float) -> None:
         member = member_flags(mask, self.n)
         s = int(member.sum())
-        for (total, square, count), rows in ((self.plus, member), (self.minus, ~member)):
-            total[rows, s] += value
-            square[rows, s] += value * value
-            count[rows, s] += 1
-        self.size[0][s] += value
-        self.size[1][s] += value * value
-        self.size[2][s] += 1
+        x = float(self.x[member].sum()) if self.x is not None else 0.0
+        terms = (value, value * value, 1.0, x, x * x, value * x)
+        for stats, rows in ((self.plus, member), (self.minus, ~member), (self.size, None)):
+            for total, term in zip(stats, terms, strict=True):
+                if rows is None:
+                    total[s] += term
+                else:
+                    total[rows, s] += term
 
-    def _size_variances(self) -> np.ndarray:
-        """Variance of U over the sets drawn of each size, shrunk towards the mean variance
-        of the sizes with ≥ 2 sets (which a size with fewer sets takes)."""
-        _, size_var = running_mean_var(*self.size)
+    def slopes(self) -> np.ndarray:
+        """b_s per size: the least-squares slope of U on X over the size's sets when it has
+        more than MIN_FIT (and X varies), else the slope pooled over the sampled sizes (when
+        they have MIN_FIT centred points: a slope through 2 sets can be wild), else 0; 0
+        for a size with no set (no extrapolated contrast) and off the sampled sizes."""
+        b = np.zeros(self.n + 1)
+        if self.x is None:
+            return b
+        su, _, m, sx, sxx, sux = self.size
+        safe = np.maximum(m, 1)
+        cov = sux - su * sx / safe  # centred sums of cross products and squares
+        var = sxx - sx * sx / safe
+        sizes = np.array(self.sampled, dtype=int)
+        if sizes.size == 0:
+            return b
+        scale = max(float(np.max(np.abs(self.x))), 1e-300) ** 2
+        spread = var[sizes] > 1e-12 * scale * np.maximum(m[sizes], 1)
+        den = float(var[sizes][spread].sum())
+        df = float((m[sizes][spread] - 1).sum())  # centred points behind the pooled slope
+        pooled = float(cov[sizes][spread].sum()) / den if den > 0 and df >= MIN_FIT else 0.0
+        own = spread & (m[sizes] > MIN_FIT)
+        b[sizes] = np.where(own, cov[sizes] / np.where(spread, var[sizes], 1.0), pooled)
+        b[sizes[m[sizes] == 0]] = 0.0  # no set of the size yet: no extrapolated contrast
+        return b
+
+    @staticmethod
+    def _residual(stats: list[np.ndarray], b: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(Σr, Σr², count) of r = U − b·X, from the running sums."""
+        su, suu, m, sx, sxx, sux = stats
+        return su - b * sx, suu - 2 * b * sux + b * b * sxx, m
+
+    def _size_variances(self, b: np.ndarray) -> np.ndarray:
+        """Variance of the residual U − b·X over the sets drawn of each size, shrunk towards
+        the mean variance of the sizes with ≥ 2 sets (which a size with fewer sets takes).
+        That mean includes the exact sizes' variance of U (size 1 with the small start): a
+        deliberately wide prior while few sets are sampled, which keeps early intervals
+        honest; it fades as the sampled sizes' own degrees of freedom grow."""
+        _, size_var = running_mean_var(*self._residual(self.size, b))
         counts = self.size[2]
         spread = size_var[counts >= 2]
         fallback = float(spread.mean()) if spread.size else 0.0
         df = np.maximum(counts - 1, 0)
         return (df * size_var + SHRINK_DF * fallback) / (df + SHRINK_DF)
 
+    def empty_sizes(self) -> set[int]:
+        """Sampled sizes where some player has no set with it, or none without it."""
+        counts = (self.plus[2] == 0) & (self.pop_plus > 0)
+        counts |= (self.minus[2] == 0) & (self.pop_minus > 0)
+        return {s for s in self.sampled if counts[:, s].any()}
+
     def priorities(self) -> dict[int, float]:
         """a_s = σ_s² / (s (n − s)): every player's size-s contrast has variance
-        ≈ σ_s² n² / (m s (n − s)) after m sets of size s (Neyman allocation over sizes)."""
-        var = self._size_variances()
-        return {s: float(var[s]) / (s * (self.n - s)) for s in range(2, self.n - 1)}
+        ≈ σ_s² n² / (m s (n − s)) after m sets of size s (Neyman allocation over sizes),
+        with σ_s² the variance left after the control variate."""
+        var = self._size_variances(self.slopes())
+        return {s: float(var[s]) / (s * (self.n - s)) for s in range(2, self.n)}
+
+    def _feature_means(self) -> tuple[np.ndarray, np.ndarray]:
+        """Exact E[X | i ∈ S, |S| = s] and E[X | i ∉ S, |S| = s] per (player, size)."""
+        n = self.n
+        shape = (n, n + 1)
+        if self.x is None or n < 2:
+            return np.zeros(shape), np.zeros(shape)
+        rest = (self.x.sum() - self.x)[:, None] / (n - 1)  # mean xⱼ over the others
+        s = np.arange(n + 1)[None, :]
+        return self.x[:, None] + (s - 1) * rest, s * rest
 
     def estimate(self) -> tuple[np.ndarray, np.ndarray, int]:
         """(values, standard errors, empty cells among the sampled sizes).
 
         A player's value is (1/n) Σ_s (plus mean − minus mean); per size the contrasts are
         centred to sum to 0 over players (they do in the population), which makes the values
-        add up to U(N) − U(∅) exactly. An empty cell takes the mean of its size (no contrast
-        from it). Standard error: the strata are treated as independent simple random samples
-        without replacement, Var φᵢ ≈ (1/n²) Σ_s Σ_± σ²/m · (M − m)/(M − 1). σ² is the cell's
-        sample variance shrunk towards the variance of all sets of its size (weights: the
-        cell's degrees of freedom against SHRINK_DF), because a cell of 2 or 3 sets can show
-        a variance near 0 by chance and claim far too much; a size with < 2 sets uses the
-        mean variance of the others. The centring and the randomness of m are ignored.
+        add up to U(N) − U(∅) exactly. A cell's mean is its mean of r = U − b_s·X plus the
+        exact mean of b_s·X over the cell; an empty cell takes the mean r of its size. Standard
+        error: the strata are treated as independent simple random samples without
+        replacement, Var φᵢ ≈ (1/n²) Σ_s Σ_± σ²/m · (M − m)/(M − 1), σ² the variance of r.
+        σ² is the cell's sample variance shrunk towards the variance of all sets of its size
+        (weights: the cell's degrees of freedom against SHRINK_DF), because a cell of 2 or 3
+        sets can show a variance near 0 by chance and claim far too much; a size with < 2
+        sets uses the mean variance of the others. The centring, the randomness of m and the
+        estimation of b_s are ignored.
         """
         n = self.n
-        size_mean, _ = running_mean_var(*self.size)
-        size_var = self._size_variances()
+        b = self.slopes()
+        size_mean, _ = running_mean_var(*self._residual(self.size, b))
+        size_var = self._size_variances(b)
+        feature = self._feature_means()
         contrasts = np.zeros((n, n + 1))
         variance = np.zeros(n)
         empty = 0
-        for stats, population, sign in (
-            (self.plus, self.pop_plus, 1.0),
-            (self.minus, self.pop_minus, -1.0),
+        for stats, population, exact_x, sign in (
+            (self.plus, self.pop_plus, feature[0], 1.0),
+            (self.minus, self.pop_minus, feature[1], -1.0),
         ):
-            mean, var = running_mean_var(*stats)
+            mean, var = running_mean_var(*self._residual(stats, b[None, :]))
             count = stats[2]
-            mean = np.where(count > 0, mean, size_mean[None, :])
+            mean = np.where(count > 0, mean, size_mean[None, :]) + b[None, :] * exact_x
             df = np.maximum(count - 1, 0)  # shrink few-set cells towards their size's variance
             var = (df * var + SHRINK_DF * size_var[None, :]) / (df + SHRINK_DF)
             m = np.maximum(count, 1)
@@ -262,28 +361,33 @@ def svarm_shapley(
     paired: bool = False,
     warm_up: bool = False,
     allocation: Literal["paper", "neyman"] = "neyman",
+    start: Literal["small", "full"] = "small",
+    control: bool = True,
     sets_per_batch: int = 16,
     workers: int = 1,
     utility_factory: Callable[[], Utility] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> ValuationResult:
-    """Stratified SVARM with exact strata, sampling without replacement and a stopping rule.
+    """Stratified SVARM with exact strata, sampling without replacement, a control variate
+    and a stopping rule.
 
-    The exact strata (2n + 1 utilities besides U(∅)) are evaluated first whatever the budget;
-    then batches of `sets_per_batch` distinct sets (the last one cut to the budget), until
+    The exact strata (N and the singletons, n + 1 utilities besides U(∅); with
+    `start="full"` also the (n−1)-sets, 2n + 1) are evaluated first whatever the budget; then
+    batches of `sets_per_batch` distinct sets (the last one cut to the budget), until
     every player's z·SE is within the half-width (with at least `min_pairs` sampled sets and
     every stratum sampled) or `max_evaluations` utilities were evaluated. `paired` adds
     each set's complement; `warm_up` starts with the paper's block warm-up (every stratum
     gets a set); `allocation` picks sizes adaptively ("neyman") or from the paper's
-    distribution ("paper"). `counts` is the number of sets evaluated: each one updates
+    distribution ("paper"); `control` regresses U on the singletons' feature within each
+    size (module docstring). `counts` is the number of sets evaluated: each one updates
     every player.
     """
     n = len(players)
     rng = np.random.default_rng(seed)
     u_empty = utility(0)
-    strata = _Strata(n)
+    sampler = _SetSampler(n, rng, paired, warm_up, start == "full")
+    strata = _Strata(n, sampler.weights)
     strata.add(0, u_empty)
-    sampler = _SetSampler(n, rng, paired, warm_up)
     stream = sampler.stream()
     batch = sampler.exact_strata()
     evaluations, sampled, worker_fits, first = 1, 0, 0, True
@@ -297,6 +401,9 @@ def svarm_shapley(
                 strata.add(mask, value)
                 if mask == sampler.full:
                     u_all = value
+            if first and control:  # the first batch holds every singleton
+                single = dict(zip(batch, values, strict=True)) | {sampler.full: u_all}
+                strata.set_feature(np.array([single[1 << i] - u_empty for i in range(n)]))
             evaluations += len(batch)
             sampled += 0 if first else len(batch)
             first = False
@@ -311,6 +418,8 @@ def svarm_shapley(
                 break
             if allocation == "neyman":
                 sampler.priority = strata.priorities()
+            # the rule is met but some cell is empty: sample the sizes that have one first
+            sampler.urgent = strata.empty_sizes() if claimed else set()
             batch = list(itertools.islice(stream, min(sets_per_batch, room)))
     finally:
         if pool is not None:
@@ -329,5 +438,6 @@ def svarm_shapley(
             "empty_strata": empty,
             "exact": float(exhausted),
             "worker_fits": worker_fits,
+            "control_variate": float(control),
         },
     )

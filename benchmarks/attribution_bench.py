@@ -1232,13 +1232,7 @@ def efficiency(block: dict, axis: str) -> list[str]:
             )
         # (c) no model: per pyDVL budget in 4G..top, the budget at which this method's mean
         # RMSE (log-log interpolated between its measured budgets) first gets as low
-        own = [(e["mean_x"], e["rmse"]) for e in curves[method] if "rmse" in e]
-        ratios = []
-        for budget, err in theirs:
-            if 4 * block["g"] <= budget <= their_top:
-                reach = matched_budget(own, err)
-                if reach is not None:
-                    ratios.append(budget / reach)
+        ratios = [r for _, r in matched_ratios(curves, method, 4 * block["g"], their_top)]
         if ratios:
             lines.append(
                 f"    matched RMSE, interpolated, pyDVL budgets {4 * block['g']}..{their_top}: "
@@ -1246,6 +1240,20 @@ def efficiency(block: dict, axis: str) -> list[str]:
                 f"max {max(ratios):.2f}× ({len(ratios)} budgets)"
             )
     return lines
+
+
+def matched_ratios(curves: dict, method: str, low: float, high: float) -> list[tuple[int, float]]:
+    """(pyDVL budget, pyDVL budget / the method's matched budget) for pyDVL budgets in
+    low..high, from `group_curves` output; budgets the method never matches are left out."""
+    theirs = [(e["budget"], e["rmse"]) for e in curves["pydvl"] if "rmse" in e]
+    own = [(e["mean_x"], e["rmse"]) for e in curves[method] if "rmse" in e]
+    out = []
+    for budget, err in theirs:
+        if low <= budget <= high:
+            reach = matched_budget(own, err)
+            if reach is not None:
+                out.append((budget, budget / reach))
+    return out
 
 
 def matched_budget(curve: list[tuple[float, float]], err: float) -> float | None:

@@ -21,7 +21,7 @@ from assets.attribution import SHARES_PPB, build_utility, value_contributors
 from assets.banzhaf import exact_banzhaf, msr_banzhaf
 from assets.demo_data import DEMO_DATANETS, demo_spec
 from assets.knn_shapley import knn_shapley, nearest_first
-from assets.svarm import size_distribution, svarm_shapley
+from assets.svarm import size_distribution, start_size, svarm_shapley
 from assets.validation import validation_set
 from assets.valuation import StoppingRule, exact_shapley, permutation_shapley
 from ledger.lake import Lake
@@ -225,9 +225,12 @@ def random_game(n: int, seed: int) -> tuple[partial, np.ndarray]:
 
 
 @pytest.mark.parametrize("n", range(1, 8))
-def test_svarm_is_exact_once_every_coalition_is_evaluated(n: int) -> None:
+@pytest.mark.parametrize(("start", "control"), [("small", True), ("full", False)])
+def test_svarm_is_exact_once_every_coalition_is_evaluated(n: int, start, control) -> None:
     game, exact = random_game(n, seed=n)
-    result = svarm_shapley(game, [str(i) for i in range(n)], StoppingRule(1e-9, 10**6), seed=0)
+    rule = StoppingRule(1e-9, 10**6)
+    players = [str(i) for i in range(n)]
+    result = svarm_shapley(game, players, rule, seed=0, start=start, control=control)
     assert result.converged and result.notes["exact"] == 1.0
     assert result.utility_evaluations == 1 << n  # each coalition once: never drawn twice
     assert np.allclose(result.values, exact, atol=1e-12)
@@ -274,6 +277,56 @@ def test_svarm_intervals_cover_the_exact_values_at_the_stated_rate(game_kind: st
         trials += n
         assert result.values.sum() == pytest.approx(game((1 << n) - 1) - game(0), abs=1e-9)
     assert covered / trials >= 0.85, covered / trials
+
+
+def test_svarm_control_variate_makes_additive_games_exact_after_a_few_sets() -> None:
+    """X(S) = Σ_{j∈S} (U({j}) − U(∅)) is U(S) − U(∅) itself: zero residuals, exact values."""
+    n = 10
+    weights = list(np.random.default_rng(3).normal(size=n))
+    game, players = partial(additive, weights), [str(i) for i in range(n)]
+    rule = StoppingRule(half_width=1e-9, max_evaluations=start_size(n) + 3 * (n - 2))
+    for seed in range(3):
+        result = svarm_shapley(game, players, rule, seed=seed)
+        assert np.allclose(result.values, weights, atol=1e-9)
+        assert np.all(np.isfinite(result.std_errors))
+    plain = svarm_shapley(game, players, rule, seed=0, control=False)
+    assert np.max(np.abs(plain.values - weights)) > 1e-3  # without it, sampling error
+
+
+def saturating_game(n: int, bad: set[int], mask: int) -> float:
+    """Like the benchmark's Datanet: a few players suffice, flippers (`bad`) pull down."""
+    good = sum(1 for i in range(n) if mask >> i & 1 and i not in bad)
+    flipped = sum(1 for i in bad if mask >> i & 1)
+    if good + flipped == 0:
+        return 0.5
+    return float(0.5 + 0.3 * np.tanh(good) * (good - 1.5 * flipped) / (good + flipped))
+
+
+def test_svarm_control_variate_lowers_the_error_at_small_budgets() -> None:
+    n = 10
+    game = partial(saturating_game, n, {4, 9})
+    players = [str(i) for i in range(n)]
+    exact = exact_shapley(game, players).values
+    rule = StoppingRule(half_width=1e-9, max_evaluations=40)
+
+    def rmse(**options) -> float:
+        runs = [svarm_shapley(game, players, rule, seed=s, **options) for s in range(8)]
+        return float(np.mean([np.sqrt(np.mean((r.values - exact) ** 2)) for r in runs]))
+
+    with_cv, without = rmse(), rmse(control=False)
+    assert with_cv < 0.5 * without, (with_cv, without)
+    assert with_cv < rmse(start="full", control=False)
+
+
+def test_svarm_small_start_gives_values_from_the_singletons_alone() -> None:
+    """Budget = the start (∅, N, singletons): no set sampled, values still sum exactly."""
+    n = 9
+    game, _ = random_game(n, seed=2)
+    rule = StoppingRule(half_width=1e-9, max_evaluations=start_size(n))
+    result = svarm_shapley(game, [str(i) for i in range(n)], rule)
+    assert result.utility_evaluations == n + 2 and result.notes["sets_sampled"] == 0
+    assert not result.converged and np.all(np.isfinite(result.std_errors))
+    assert result.values.sum() == pytest.approx(game((1 << n) - 1) - game(0), abs=1e-12)
 
 
 def test_svarm_error_falls_with_the_budget_and_the_stopping_rule_holds() -> None:
@@ -467,7 +520,8 @@ def test_the_policy_picks_svarm_unless_its_start_exceeds_the_budget(demo: Lake) 
     rows = pl.from_arrow(demo.read("contributions_wine"))
     valid = validation_set(spec, Path(demo.root) / "specs")
     g = len(set(rows["contributor"]))
-    for budget, method in ((2 * g + 6, "svarm"), (2 * g + 1, "tmc_antithetic")):
+    assert start_size(g) == g + 2 and start_size(g, "full") == 2 * g + 2
+    for budget, method in ((g + 6, "svarm"), (g + 1, "tmc_antithetic")):
         policy = spec.valuation.model_copy(
             update={"exact_max_players": 1, "max_evaluations": budget}
         )
