@@ -447,18 +447,33 @@ def worker_ours_scale(folder: Path) -> dict:
         deadline=deadline,
     )
     players = [str(p) for p in range(config["players"])]
-    result = permutation_shapley(
-        utility,
-        players,
-        rule,
-        seed=0,
-        truncation=config["truncation"],
-        pairs_per_batch=config["pairs_per_batch"],
-        workers=config["workers"],
-        utility_factory=partial(scale_utility, str(folder)),
-        progress=progress,
-        exact_first=config.get("exact_first", False),
-    )
+    if config.get("method", "permutation") == "svarm":  # what the policy picks at this G
+        from assets.svarm import svarm_shapley
+
+        result = svarm_shapley(
+            utility,
+            players,
+            rule,
+            seed=0,
+            sets_per_batch=config["sets_per_batch"],
+            workers=config["workers"],
+            utility_factory=partial(scale_utility, str(folder)),
+            progress=progress,
+        )
+        result.notes["pairs"] = result.notes["sets_sampled"]
+    else:
+        result = permutation_shapley(
+            utility,
+            players,
+            rule,
+            seed=0,
+            truncation=config["truncation"],
+            pairs_per_batch=config["pairs_per_batch"],
+            workers=config["workers"],
+            utility_factory=partial(scale_utility, str(folder)),
+            progress=progress,
+            exact_first=config.get("exact_first", False),
+        )
     wall = time.perf_counter() - t0
     stop_sampling.set()
     sampler.join()
@@ -1018,6 +1033,8 @@ def part_scale(args, tmp: Path, log) -> dict:
         "truncation": policy.truncation,
         "pairs_per_batch": 1,
         "exact_first": args.scale_exact_first,
+        "method": args.scale_method,
+        "sets_per_batch": policy.sets_per_batch,
     }
     (folder / "config.json").write_text(json.dumps(config))
     timeout = args.scale_minutes * 60 + args.scale_grace_minutes * 60
@@ -1424,6 +1441,7 @@ def main() -> None:
     parser.add_argument("--scale-minutes", type=float, default=10.0)
     parser.add_argument("--scale-grace-minutes", type=float, default=10.0)
     parser.add_argument("--scale-half-width", type=float, default=0.01)
+    parser.add_argument("--scale-method", choices=["permutation", "svarm"], default="permutation")
     parser.add_argument(
         "--scale-exact-first",
         action="store_true",
