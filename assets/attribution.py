@@ -82,46 +82,35 @@ def value_contributors(
     policy = spec.valuation
     rule = StoppingRule(policy.half_width, policy.z, policy.max_evaluations)
     factory = partial(build_utility, spec, rows, validation, players)
+    sampling = {  # what every Monte Carlo estimator takes alike
+        "seed": policy.seed,
+        "workers": policy.workers,
+        "utility_factory": factory,
+        "progress": progress,
+    }
     if policy.method == "banzhaf":
         result = (
             exact_banzhaf(utility, players)
             if len(players) <= policy.exact_max_players
             else msr_banzhaf(
-                utility,
-                players,
-                rule,
-                seed=policy.seed,
-                sets_per_batch=policy.sets_per_batch,
-                workers=policy.workers,
-                utility_factory=factory,
-                progress=progress,
+                utility, players, rule, sets_per_batch=policy.sets_per_batch, **sampling
             )
         )
     elif len(players) <= policy.exact_max_players:
         result = exact_shapley(utility, players)
     elif policy.method == "svarm" and start_size(len(players)) <= policy.max_evaluations:
         result = svarm_shapley(
-            utility,
-            players,
-            rule,
-            seed=policy.seed,
-            sets_per_batch=policy.sets_per_batch,
-            workers=policy.workers,
-            utility_factory=factory,
-            progress=progress,
+            utility, players, rule, sets_per_batch=policy.sets_per_batch, **sampling
         )
     else:
         result = permutation_shapley(
             utility,
             players,
             rule,
-            seed=policy.seed,
             truncation=policy.truncation,
             pairs_per_batch=policy.pairs_per_batch,
-            workers=policy.workers,
-            utility_factory=factory,
-            progress=progress,
             exact_first=policy.exact_first,
+            **sampling,
         )
     result.notes["fits"] = utility.fits + result.notes.get("worker_fits", 0)
     return result

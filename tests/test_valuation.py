@@ -75,9 +75,11 @@ def test_exact_equals_the_permutation_definition_on_random_games(seed: int) -> N
     assert np.allclose(exact, brute_force_shapley(game, n), atol=1e-12)
 
 
-def test_monte_carlo_intervals_cover_the_exact_values_at_the_stated_rate() -> None:
+@pytest.mark.parametrize("exact_first", [False, True])
+def test_monte_carlo_intervals_cover_the_exact_values_at_the_stated_rate(exact_first: bool) -> None:
     """Over 40 seeds and 6 players of a random game, z·SE intervals (z = 1.96) must cover
-    the exact value about 95 % of the time; allow for the estimated SE: at least 85 %."""
+    the exact value about 95 % of the time; allow for the estimated SE: at least 85 %. The
+    first-position control variate keeps this, and the estimates unbiased."""
     n = 6
     values = np.random.default_rng(123).normal(size=1 << n)
     values[0] = 0.0
@@ -85,17 +87,21 @@ def test_monte_carlo_intervals_cover_the_exact_values_at_the_stated_rate() -> No
     exact = exact_shapley(game, [str(i) for i in range(n)]).values
     rule = StoppingRule(half_width=0.15, z=1.96, max_evaluations=100_000, min_pairs=20)
     covered = trials = 0
+    means = np.zeros(n)
     for seed in range(40):
         result = permutation_shapley(
-            game, [str(i) for i in range(n)], rule, seed=seed, pairs_per_batch=4
-        )
-        assert result.converged
+            game, [str(i) for i in range(n)], rule, seed=seed, pairs_per_batch=4,
+            exact_first=exact_first,
+        )  # fmt: skip
+        assert result.converged and result.notes["exact_first"] == exact_first
         assert np.all(1.96 * result.std_errors <= 0.15 + 1e-12)
         covered += int(np.sum(np.abs(result.values - exact) <= 1.96 * result.std_errors))
         trials += n
-        # untruncated permutations are efficient exactly: every order sums to U(N) - U(∅)
-        assert result.values.sum() == pytest.approx(values[-1] - values[0], abs=1e-9)
+        means += result.values / 40
+        if not exact_first:  # untruncated permutations are efficient exactly, order by order
+            assert result.values.sum() == pytest.approx(values[-1] - values[0], abs=1e-9)
     assert covered / trials >= 0.85, covered / trials
+    assert np.allclose(means, exact, atol=0.05)  # the average over seeds homes in
 
 
 def test_monte_carlo_is_exact_on_a_symmetric_game_with_antithetic_pairs() -> None:
@@ -167,29 +173,6 @@ def concave_game(n: int, mask: int) -> float:
     good = sum(1.8 for i in members if i % 5 != 4)
     bad = sum(1.8 for i in members if i % 5 == 4)
     return 0.3 * (1 - math.exp(-good)) - 0.1 * (1 - math.exp(-bad)) * math.exp(-good)
-
-
-def test_first_position_control_keeps_the_estimate_unbiased() -> None:
-    """With every player valued alone first, z·SE intervals still cover the exact values
-    at the stated rate (40 seeds × 6 players of a random game), like plain sampling."""
-    n = 6
-    values = np.random.default_rng(123).normal(size=1 << n)
-    values[0] = 0.0
-    game = partial(table_game, values)
-    exact = exact_shapley(game, [str(i) for i in range(n)]).values
-    rule = StoppingRule(half_width=0.15, z=1.96, max_evaluations=100_000, min_pairs=20)
-    covered = trials = 0
-    means = np.zeros(n)
-    for seed in range(40):
-        result = permutation_shapley(
-            game, [str(i) for i in range(n)], rule, seed=seed, pairs_per_batch=4, exact_first=True
-        )
-        assert result.converged and result.notes["exact_first"]
-        covered += int(np.sum(np.abs(result.values - exact) <= 1.96 * result.std_errors))
-        trials += n
-        means += result.values / 40
-    assert covered / trials >= 0.85, covered / trials
-    assert np.allclose(means, exact, atol=0.05)  # the average over seeds homes in
 
 
 def test_first_position_control_shrinks_the_errors_on_a_steep_learning_curve() -> None:
@@ -470,13 +453,18 @@ def test_planted_behaviours_rank_as_expected(demo: Lake, datanet: str) -> None:
     assert total == pytest.approx(utility((1 << len(value)) - 1) - utility(0), abs=1e-9)
 
 
-@pytest.mark.parametrize("exact_first", [False, True])
-def test_values_are_identical_whatever_the_number_of_workers(demo: Lake, exact_first: bool) -> None:
+def wine_utility_factory(demo: Lake) -> tuple[list[str], partial]:
+    """The wine demo's contributors and a factory of their utility (for worker processes)."""
     spec = demo_spec("wine")
     rows = pl.from_arrow(demo.read("contributions_wine"))
-    valid = validation_set(spec, Path(demo.root) / "specs")
     players = sorted(set(rows["contributor"]))
-    factory = partial(build_utility, spec, rows, valid, players)
+    valid = validation_set(spec, Path(demo.root) / "specs")
+    return players, partial(build_utility, spec, rows, valid, players)
+
+
+@pytest.mark.parametrize("exact_first", [False, True])
+def test_values_are_identical_whatever_the_number_of_workers(demo: Lake, exact_first: bool) -> None:
+    players, factory = wine_utility_factory(demo)
     rule = StoppingRule(half_width=1e-6, max_evaluations=60)
     one = permutation_shapley(
         factory(), players, rule, seed=5, truncation=0.01, pairs_per_batch=2,
@@ -498,15 +486,12 @@ def test_values_are_identical_whatever_the_number_of_workers(demo: Lake, exact_f
     assert one.utility_evaluations == two.utility_evaluations
 
 
-def test_svarm_values_are_identical_whatever_the_number_of_workers(demo: Lake) -> None:
-    spec = demo_spec("wine")
-    rows = pl.from_arrow(demo.read("contributions_wine"))
-    valid = validation_set(spec, Path(demo.root) / "specs")
-    players = sorted(set(rows["contributor"]))
-    factory = partial(build_utility, spec, rows, valid, players)
+@pytest.mark.parametrize("estimator", [svarm_shapley, msr_banzhaf])
+def test_sampled_values_are_identical_whatever_the_number_of_workers(demo: Lake, estimator) -> None:
+    players, factory = wine_utility_factory(demo)
     rule = StoppingRule(half_width=1e-6, max_evaluations=40)
-    one = svarm_shapley(factory(), players, rule, seed=5, sets_per_batch=6)
-    two = svarm_shapley(
+    one = estimator(factory(), players, rule, seed=5, sets_per_batch=6)
+    two = estimator(
         factory(), players, rule, seed=5, sets_per_batch=6, workers=2, utility_factory=factory
     )
     assert np.array_equal(one.values, two.values)
@@ -635,18 +620,3 @@ def test_msr_banzhaf_stops_at_the_budget_and_obeys_the_rule() -> None:
     rule = StopAfterBatches(half_width=1e-9, max_evaluations=10**6)
     stopped = msr_banzhaf(game, players, rule, sets_per_batch=4)
     assert rule.batches[0] == 3 and stopped.utility_evaluations == 2 + 3 * 4
-
-
-def test_msr_banzhaf_is_identical_whatever_the_number_of_workers(demo: Lake) -> None:
-    spec = demo_spec("wine")
-    rows = pl.from_arrow(demo.read("contributions_wine"))
-    valid = validation_set(spec, Path(demo.root) / "specs")
-    players = sorted(set(rows["contributor"]))
-    factory = partial(build_utility, spec, rows, valid, players)
-    rule = StoppingRule(half_width=1e-6, max_evaluations=40)
-    one = msr_banzhaf(factory(), players, rule, seed=4, sets_per_batch=8)
-    two = msr_banzhaf(
-        factory(), players, rule, seed=4, sets_per_batch=8, workers=2, utility_factory=factory
-    )
-    assert np.array_equal(one.values, two.values)
-    assert np.array_equal(one.std_errors, two.std_errors)
