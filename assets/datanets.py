@@ -119,8 +119,8 @@ class ValuationPolicy(_Strict):
     # above exact_max_players: Stratified SVARM with a control variate (every fit informs
     # every contributor; 5.5x fewer fits than pyDVL's TMC for the same error at the median
     # budget, replayed on the G = 10 benchmark's utilities, docs/benchmarks.md) or antithetic
-    # truncated permutations (smaller fits; used anyway when SVARM's G + 2 start exceeds
-    # max_evaluations, docs/attribution.md)
+    # truncated permutations (smaller fits; used anyway when max_evaluations is below what
+    # SVARM needs to converge, ~2G ln G: e.g. 1,000 contributors, docs/attribution.md)
     # "banzhaf": Data Banzhaf values instead of Shapley (exact up to exact_max_players, then
     # maximum sample reuse): a noise-robust ranking, not efficient (docs/attribution.md)
     method: Literal["permutation", "svarm", "banzhaf"] = "svarm"

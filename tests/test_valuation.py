@@ -21,7 +21,7 @@ from assets.attribution import SHARES_PPB, build_utility, value_contributors
 from assets.banzhaf import exact_banzhaf, msr_banzhaf
 from assets.demo_data import DEMO_DATANETS, demo_spec
 from assets.knn_shapley import knn_shapley, nearest_first
-from assets.svarm import size_distribution, start_size, svarm_shapley
+from assets.svarm import fits_to_converge, size_distribution, start_size, svarm_shapley
 from assets.validation import validation_set
 from assets.valuation import StoppingRule, exact_shapley, permutation_shapley
 from ledger.lake import Lake
@@ -500,13 +500,23 @@ def test_sampled_values_are_identical_whatever_the_number_of_workers(demo: Lake,
     assert two.notes["worker_fits"] > 0
 
 
-def test_the_policy_picks_svarm_unless_its_start_exceeds_the_budget(demo: Lake) -> None:
+def test_fits_to_converge_covers_every_player_at_every_size() -> None:
+    """Below this many sets of a size, some player cannot be both in one and out of one."""
+    assert fits_to_converge(3) == 8  # every coalition of 3 players
+    for n in (4, 7, 30):
+        sampled = fits_to_converge(n) - start_size(n)
+        assert sampled == sum(max(math.ceil(n / s), math.ceil(n / (n - s))) for s in range(2, n))
+    assert fits_to_converge(1000) > 10 * fits_to_converge(100) > 10 * 2 * 100
+
+
+def test_the_policy_picks_svarm_only_when_the_budget_lets_it_converge(demo: Lake) -> None:
     spec = demo_spec("wine")
     rows = pl.from_arrow(demo.read("contributions_wine"))
     valid = validation_set(spec, Path(demo.root) / "specs")
     g = len(set(rows["contributor"]))
     assert start_size(g) == g + 2 and start_size(g, "full") == 2 * g + 2
-    for budget, method in ((g + 6, "svarm"), (g + 1, "tmc_antithetic")):
+    need = fits_to_converge(g)
+    for budget, method in ((need, "svarm"), (need - 1, "tmc_antithetic")):
         policy = spec.valuation.model_copy(
             update={"exact_max_players": 1, "max_evaluations": budget}
         )
