@@ -898,9 +898,14 @@ def group_configs(g: int, seeds: list[int], budget: int) -> tuple[dict, dict]:
     return ours, theirs
 
 
-def part_groups(g: int, seeds: list[int], budget: int, n_rows: int, tmp: Path, log) -> dict:
+def part_groups(
+    g: int, seeds: list[int], budget: int, n_rows: int, tmp: Path, log, data_seed: int | None
+) -> dict:
+    """Contributor Shapley at G players; the data come from seed `data_seed` (default G), so
+    another seed gives a held-out game for settings chosen on the default one."""
     folder = tmp / f"groups_{g}"
-    x, y, player, xv, yv, bad = group_data(n_rows, g, GROUP_VAL, seed=g)
+    data_seed = g if data_seed is None else data_seed
+    x, y, player, xv, yv, bad = group_data(n_rows, g, GROUP_VAL, seed=data_seed)
     save_arrays(folder, x=x, y=y, player=player, xv=xv, yv=yv)
     ours_config, theirs_config = group_configs(g, seeds, budget)
     (folder / "config.json").write_text(json.dumps(ours_config))
@@ -919,6 +924,7 @@ def part_groups(g: int, seeds: list[int], budget: int, n_rows: int, tmp: Path, l
     log(f"G={g}: pyDVL done in {theirs['process_wall_s']:.0f} s")
     return {
         "g": g,
+        "data_seed": data_seed,
         "rows": n_rows,
         "validation_rows": GROUP_VAL,
         "bad": bad.tolist(),
@@ -1431,6 +1437,9 @@ def main() -> None:
     parser.add_argument("--knn-sizes", type=int, nargs="+", default=[10_000, 50_000])
     parser.add_argument("--knn-tie-sizes", type=int, nargs="+", default=[2000])
     parser.add_argument("--group-rows", type=int, default=GROUP_ROWS)
+    parser.add_argument(
+        "--group-data-seed", type=int, default=None, help="data seed of the G parts (default G)"
+    )
     parser.add_argument("--g10-seeds", type=int, default=5)
     parser.add_argument("--g10-budget", type=int, default=2000, help="calls per seed")
     parser.add_argument("--g100-seeds", type=int, default=3)
@@ -1482,11 +1491,15 @@ def main() -> None:
             doc["knn_ties"] = part_knn(args.knn_tie_sizes, tmp, log, ties=True)
         if "g10" in parts:
             seeds = list(range(args.g10_seeds))
-            doc["g10"] = part_groups(10, seeds, args.g10_budget, args.group_rows, tmp, log)
+            doc["g10"] = part_groups(
+                10, seeds, args.g10_budget, args.group_rows, tmp, log, args.group_data_seed
+            )
             args.out.write_text(json.dumps(doc))  # partial results survive a later failure
         if "g100" in parts:
             seeds = list(range(args.g100_seeds))
-            doc["g100"] = part_groups(100, seeds, args.g100_budget, args.group_rows, tmp, log)
+            doc["g100"] = part_groups(
+                100, seeds, args.g100_budget, args.group_rows, tmp, log, args.group_data_seed
+            )
         if "demo" in parts:
             budgets = args.demo_budgets
             doc["demo"] = part_demo(
