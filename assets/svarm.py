@@ -127,10 +127,13 @@ class _SetSampler:
 
     def _gain(self, s: int) -> tuple[float, float]:
         """Variance removed by one more set of size s: a_s/(m(m+1)); two sets per size
-        first (to see its variance), in the order of the paper's weights."""
+        first (to see its variance), in the order of the paper's weights, finishing a
+        size's pair before opening the next size: one set of a size teaches nothing (its
+        "with i" and "without i" means are the same number), so round-robin first sets
+        would leave the values unchanged for G − 2 fits."""
         m = self.drawn[s]
         if m < 2:
-            return (math.inf, self.weights[s] - m)
+            return (math.inf, m + self.weights[s])
         assert self.priority is not None
         return (self.priority[s] / (m * (m + 1)), 0.0)
 
