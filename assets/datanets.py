@@ -117,8 +117,8 @@ class ValuationPolicy(_Strict):
 
     exact_max_players: int = Field(default=12, ge=1, le=16)
     # above exact_max_players: Stratified SVARM with a control variate (every fit informs
-    # every contributor; 5.5x fewer fits than pyDVL's TMC for the same error at the median
-    # budget, replayed on the G = 10 benchmark's utilities, docs/benchmarks.md) or antithetic
+    # every contributor; 6.2x fewer fits than pyDVL's TMC for the same error at the median
+    # budget of the G = 10 benchmark, at least 3.2x on two games, docs/benchmarks.md) or antithetic
     # truncated permutations (smaller fits; used anyway when max_evaluations is below what
     # SVARM needs to converge, ~2G ln G: e.g. 1,000 contributors, docs/attribution.md)
     # "banzhaf": Data Banzhaf values instead of Shapley (exact up to exact_max_players, then
