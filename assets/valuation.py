@@ -347,8 +347,7 @@ def permutation_shapley(
                 squares += pair_mean**2
                 evaluations += n1 + n2
                 pairs += 1
-            mean = sums / pairs
-            variance = np.maximum(squares / pairs - mean**2, 0.0) * pairs / max(pairs - 1, 1)
+            mean, variance = running_mean_var(sums, squares, np.full(g, pairs))
             std_errors = np.sqrt(variance / pairs)
             stop, claimed = stopping.done(std_errors, pairs, evaluations)
             # truncation leaves late players unevaluated: no claim until each was reached

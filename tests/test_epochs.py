@@ -316,11 +316,17 @@ def test_closed_epoch_never_changes_and_late_rows_count_next(lake_copy: Path) ->
     assert verify_lake(lake).ok
 
 
+def sign_as(root: Path, who: str, message: bytes) -> str:
+    """`message` signed with `who`'s demo key for the wine Datanet."""
+    from assets.layout import key_path, signer
+
+    return signer(key_path(root, "wine", who), who)(message)
+
+
 def test_governance_changes_apply_from_the_next_epoch_and_recompute(lake_copy: Path) -> None:
     """A pool change proposed, voted and enacted while epoch 1 is open applies from
     epoch 2; every event is ledgered and both epochs recompute from the ledger."""
     from assets.governance import Proposal, proposal_message, propose, tally, vote, vote_message
-    from assets.layout import key_path, signer
     from openledger_pipelines.governance import (
         events,
         open_epoch,
@@ -337,12 +343,9 @@ def test_governance_changes_apply_from_the_next_epoch_and_recompute(lake_copy: P
     weights = rewards_paid(lake, "wine")
     assert weights and all(w > 0 for w in weights.values())
 
-    def sign(who: str, message: bytes) -> str:
-        return signer(key_path(lake_copy, "wine", who), who)(message)
-
     proposal = Proposal("wine", "alice", {"pool_per_epoch": 5000}, "smaller pool", now)
     pid = proposal.proposal_id()
-    signature = sign("alice", proposal_message("wine", pid))
+    signature = sign_as(lake_copy, "alice", proposal_message("wine", pid))
     alice_key = registered_key(lake, "wine", "alice")
     _, first = record(
         lake,
@@ -352,7 +355,7 @@ def test_governance_changes_apply_from_the_next_epoch_and_recompute(lake_copy: P
         "test",
     )
     for who in sorted(weights):
-        ballot = sign(who, vote_message("wine", pid, who, "yes"))
+        ballot = sign_as(lake_copy, who, vote_message("wine", pid, who, "yes"))
         key = registered_key(lake, "wine", who)
         record(
             lake,
@@ -416,7 +419,6 @@ def test_concurrent_votes_are_all_recorded(lake_copy: Path) -> None:
     import threading
 
     from assets.governance import Proposal, proposal_message, propose, vote, vote_message
-    from assets.layout import key_path, signer
     from openledger_pipelines.governance import (
         events,
         policy_in_force,
@@ -430,12 +432,9 @@ def test_concurrent_votes_are_all_recorded(lake_copy: Path) -> None:
     weights = rewards_paid(lake, "wine")
     policy = policy_in_force(lake, lake_copy, "wine")
 
-    def sign(who: str, message: bytes) -> str:
-        return signer(key_path(lake_copy, "wine", who), who)(message)
-
     proposal = Proposal("wine", "alice", {"z": 2.0}, "", now)
     pid = proposal.proposal_id()
-    signature = sign("alice", proposal_message("wine", pid))
+    signature = sign_as(lake_copy, "alice", proposal_message("wine", pid))
     key = registered_key(lake, "wine", "alice")
     record(
         lake,
@@ -446,7 +445,10 @@ def test_concurrent_votes_are_all_recorded(lake_copy: Path) -> None:
     )
     voters = sorted(weights)[:4]
     ballots = {
-        who: (sign(who, vote_message("wine", pid, who, "no")), registered_key(lake, "wine", who))
+        who: (
+            sign_as(lake_copy, who, vote_message("wine", pid, who, "no")),
+            registered_key(lake, "wine", who),
+        )
         for who in voters
     }
     start = threading.Barrier(len(voters))
