@@ -42,6 +42,7 @@ from typing import Literal
 import numpy as np
 
 from assets.valuation import (
+    MIN_FIT,
     StoppingRule,
     Utility,
     ValuationResult,
@@ -53,7 +54,6 @@ from assets.valuation import (
 
 ENUMERATE_UP_TO = 20_000
 SHRINK_DF = 4  # pseudo degrees of freedom of a size's variance in a cell's variance
-MIN_FIT = 4  # degrees of freedom a control-variate slope needs (else pooled, else 0)
 
 
 def size_distribution(n: int) -> dict[int, float]:

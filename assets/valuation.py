@@ -34,6 +34,8 @@ from assets.datanets import DatanetSpec
 from assets.training import bounded_metric, lgb_params, n_classes, predict
 
 Utility = Callable[[int], float]
+MIN_FIT = 4  # degrees of freedom a control-variate slope needs (else pooled, else 0)
+HOLD_RELEASE = 4  # held permutations join once later ones outnumber them this many times
 
 
 # --- the Datanet utility ---------------------------------------------------------------------
@@ -296,6 +298,7 @@ def permutation_shapley(
     utility_factory: Callable[[], Utility] | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     exact_first: bool = False,
+    position_model: bool = True,
 ) -> ValuationResult:
     """Antithetic truncated Monte Carlo permutation sampling.
 
@@ -309,6 +312,15 @@ def permutation_shapley(
     large G a player's rare turn at the head of a permutation is by far its largest
     marginal, and removing that spike shrinks the standard errors several fold. Values stay
     unbiased; their sum equals U(N) − U(∅) in expectation rather than per permutation.
+    With the alone values known, `position_model` (on by default) corrects every later
+    position too (`PositionModel`): each marginal is used minus a model of it, from the
+    position, the player's alone value and its prefix's alone values, plus the model's
+    exact mean. The model is fitted on earlier batches only, so it is independent of the
+    marginals it corrects and the values stay exactly unbiased (a cross-fitted control
+    variate). The first batches, scanned before the model can be fitted, are held out of
+    the estimate until the batches after them outnumber them HOLD_RELEASE times (or the
+    run stops), and are then corrected with a model fitted on those later batches alone:
+    uncorrected, their rare large marginals would stay in the estimate for good.
     """
     g = len(players)
     rng = np.random.default_rng(seed)
@@ -320,10 +332,60 @@ def permutation_shapley(
     pairs = 0
     pool = worker_pool(workers, utility_factory)
     alone: np.ndarray | None = None
+    model: PositionModel | None = None  # fitted on every batch so far
+    after_hold: PositionModel | None = None  # fitted on the batches after the held ones
+    held: list[tuple[list, list]] = []  # batches scanned before any slope could be fitted
+
+    def pair_means(
+        jobs: list, scanned: list, fitted: tuple[np.ndarray, np.ndarray] | None
+    ) -> np.ndarray:
+        """(pairs, G): each pair's mean marginal per player, with the controls applied."""
+        rows = []
+        for k in range(0, len(scanned), 2):
+            halves = []
+            for (permutation, *_), (marginal, *_) in zip(
+                jobs[k : k + 2], scanned[k : k + 2], strict=True
+            ):
+                if alone is not None:
+                    marginal = first_position_control(marginal, permutation, alone)
+                if model is not None and fitted is not None:
+                    marginal = marginal - model.correction(permutation, fitted)
+                halves.append(marginal)
+            rows.append((halves[0] + halves[1]) / 2)
+        return np.array(rows)
+
+    def include(values: np.ndarray) -> None:
+        nonlocal sums, squares, pairs
+        sums = sums + values.sum(axis=0)
+        squares = squares + (values**2).sum(axis=0)
+        pairs += len(values)
+
+    def assess() -> tuple[np.ndarray, np.ndarray, bool, bool]:
+        """(values, standard errors, stop, converged) of the pairs in the estimate."""
+        mean, variance = running_mean_var(sums, squares, np.full(g, pairs))
+        std_errors = np.sqrt(variance / pairs) if pairs else np.full(g, np.inf)
+        stop, claimed = stopping.done(std_errors, pairs, evaluations)
+        # truncation leaves late players unevaluated: no claim until each was reached,
+        # nor while batches are held out of the estimate
+        converged = claimed and int(reached.min()) >= stopping.min_pairs and not held
+        # stop when converged, or when the rule stops for another reason (budget, time)
+        return mean, std_errors, converged or (stop and not claimed), converged
+
+    def release_held() -> None:
+        """Held batches join the estimate, corrected with the model fitted on later batches
+        only (independent of them), or uncorrected if it cannot be fitted yet."""
+        assert after_hold is not None
+        fitted = after_hold.fit() if after_hold.ready else None
+        for jobs, scanned in held:
+            include(pair_means(jobs, scanned, fitted))
+        held.clear()
+
     try:
         if exact_first:
             singles, worker_fits = evaluate_many(utility, [1 << i for i in range(g)], pool)
             alone = np.asarray(singles) - u_empty
+            if position_model:
+                model, after_hold = PositionModel(alone), PositionModel(alone)
             evaluations += g
         while True:
             perms = [rng.permutation(g) for _ in range(pairs_per_batch)]
@@ -333,28 +395,34 @@ def permutation_shapley(
                 if pool is not None
                 else [_scan(utility, *job) for job in jobs]
             )
-            for k in range(0, len(scanned), 2):
-                for job, outcome in zip(jobs[k : k + 2], scanned[k : k + 2], strict=True):
-                    reached[job[0][: outcome[2]]] += 1  # players actually evaluated
-                    worker_fits += outcome[3] if len(outcome) > 3 else 0
-                first, n1 = scanned[k][0], scanned[k][1]
-                second, n2 = scanned[k + 1][0], scanned[k + 1][1]
-                if alone is not None:
-                    first = first_position_control(first, jobs[k][0], alone)
-                    second = first_position_control(second, jobs[k + 1][0], alone)
-                pair_mean = (first + second) / 2
-                sums += pair_mean
-                squares += pair_mean**2
-                evaluations += n1 + n2
-                pairs += 1
-            mean, variance = running_mean_var(sums, squares, np.full(g, pairs))
-            std_errors = np.sqrt(variance / pairs)
-            stop, claimed = stopping.done(std_errors, pairs, evaluations)
-            # truncation leaves late players unevaluated: no claim until each was reached
-            converged = claimed and int(reached.min()) >= stopping.min_pairs
-            # stop when converged, or when the rule stops for another reason (budget, time)
-            stop = converged or (stop and not claimed)
-            if progress:
+            for job, outcome in zip(jobs, scanned, strict=True):
+                reached[job[0][: outcome[2]]] += 1  # players actually evaluated
+                evaluations += outcome[1]
+                worker_fits += outcome[3] if len(outcome) > 3 else 0
+            if model is not None and not model.ready:
+                held.append((jobs, scanned))  # no slope yet: corrected later, from later data
+            else:  # a model of earlier batches only: independent of this batch's marginals
+                fitted = model.fit() if model is not None else None
+                include(pair_means(jobs, scanned, fitted))
+                if held:
+                    assert after_hold is not None
+                    for (permutation, *_), (marginal, *_) in zip(jobs, scanned, strict=True):
+                        after_hold.add(permutation, marginal)
+            if model is not None:
+                for (permutation, *_), (marginal, *_) in zip(jobs, scanned, strict=True):
+                    model.add(permutation, marginal)
+            if (
+                held
+                and after_hold is not None
+                and after_hold.count_per_position
+                >= (HOLD_RELEASE * sum(len(jobs) for jobs, _ in held))
+            ):
+                release_held()
+            mean, std_errors, stop, converged = assess()
+            if stop and held:  # stopping: the held batches count, then look again
+                release_held()
+                mean, std_errors, stop, converged = assess()
+            if progress and pairs:
                 progress(pairs, evaluations, float(np.max(stopping.z * std_errors)))
             if stop:
                 break
@@ -376,8 +444,24 @@ def permutation_shapley(
             "worker_fits": worker_fits,
             "least_reached": int(reached.min()),
             "exact_first": exact_first,
+            "position_model": bool(exact_first and position_model),
         },
     )
+
+
+def prefix_control_values(permutation: np.ndarray, alone: np.ndarray) -> np.ndarray:
+    """Per player i at position k of π: cᵢ = Σ_{j before i} aⱼ − k·(A − aᵢ)/(G − 1), with
+    aⱼ = U({j}) − U(∅) and A = Σ aⱼ.
+
+    Over uniform permutations the k players before i are a uniform k-subset of the others,
+    so cᵢ has mean 0 at every position k (0 itself at the first and last positions)."""
+    g = len(alone)
+    ordered = alone[permutation]
+    before = np.cumsum(ordered) - ordered
+    control = np.empty(g)
+    control[permutation] = before - np.arange(g) * (alone.sum() - ordered) / max(g - 1, 1)
+    control[permutation[0]] = 0.0  # exactly: nothing before the head
+    return control
 
 
 def first_position_control(
@@ -392,3 +476,95 @@ def first_position_control(
     corrected = marginal + alone / len(alone)
     corrected[permutation[0]] -= alone[permutation[0]]
     return corrected
+
+
+class PositionModel:
+    """Cross-fitted model, per position k ≥ 1, of the marginal of the player i found there:
+
+        m(i, k, π) = β_k·fᵢ + γ_k·fᵢ·cᵢ(π),   fᵢ = (1, aᵢ), cᵢ from `prefix_control_values`.
+
+    The first term is what contributors like i (by their alone value) add at position k:
+    with a steep learning curve, a rare turn near the head of a permutation is a large
+    marginal, and whether a player got one is most of its variance. The second is how a
+    strong or harmful prefix moves that (a contributor right after a label flipper gains
+    far more). A marginal is used as Δ − m(i, k, π) + (1/G)·Σ_k β_k·fᵢ: over uniform
+    permutations the subtracted model has exactly that mean (i is at each position with
+    probability 1/G, and c has mean 0 at every position), so the estimate stays unbiased
+    for any fitted β, γ that do not depend on the marginals they correct.
+
+    Both are fitted as sample cross moments with the marginals seen at position k over the
+    exact second moments of the regressors there (each player is equally likely at k; the
+    controls' moments are `prefix_control_moments`), not the sample's: a few samples that
+    happen to hold no flipper, or prefixes that barely differ, cannot make a fit wild or
+    extrapolate it. Position 0 is left to `first_position_control`, which knows its
+    marginal exactly."""
+
+    def __init__(self, alone: np.ndarray) -> None:
+        g = len(alone)
+        self.alone = alone
+        self.features = np.column_stack([np.ones(g), alone])
+        m = self.features.shape[1]
+        self.count, self.sum_d = np.zeros(g), np.zeros(g)
+        self.sum_x, self.sum_xd = np.zeros((g, m)), np.zeros((g, m))  # prefix block
+        self.sum_fd = np.zeros((g, m))  # mean block
+        # exact second moments: of f over the player at a position (each equally likely),
+        # and of the prefix controls (singular when all aᵢ are equal: pseudo-inverses)
+        self.feature_inverse = np.linalg.pinv(self.features.T @ self.features / g, rcond=1e-10)
+        moments = prefix_control_moments(alone, self.features)
+        self.inverse = np.linalg.pinv(moments, rcond=1e-10)
+
+    @property
+    def count_per_position(self) -> int:
+        return int(self.count[0])
+
+    @property
+    def ready(self) -> bool:
+        """Whether the model can be fitted (more than MIN_FIT marginals at each position)."""
+        return self.count_per_position > MIN_FIT
+
+    def controls(self, permutation: np.ndarray) -> np.ndarray:
+        """(position, control) matrix of one permutation: cᵢ·fᵢ of the player there."""
+        c = prefix_control_values(permutation, self.alone)[permutation]
+        return c[:, None] * self.features[permutation]
+
+    def add(self, permutation: np.ndarray, marginal: np.ndarray) -> None:
+        x, d, f = self.controls(permutation), marginal[permutation], self.features[permutation]
+        self.count += 1
+        self.sum_d += d
+        self.sum_x += x
+        self.sum_xd += x * d[:, None]
+        self.sum_fd += f * d[:, None]
+
+    def fit(self) -> tuple[np.ndarray, np.ndarray]:
+        """(β, γ), each (position, feature); zero at position 0 (only once `ready`)."""
+        n = np.maximum(self.count, 1)[:, None]
+        covariance = (self.sum_xd - self.sum_x * self.sum_d[:, None] / n) / n
+        gamma = np.einsum("kij,kj->ki", self.inverse, covariance)
+        beta = self.sum_fd / n @ self.feature_inverse.T
+        beta[0] = gamma[0] = 0.0
+        return beta, gamma
+
+    def correction(
+        self, permutation: np.ndarray, fitted: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        """Per player: m(i, k, π) − (1/G)·Σ_k β_k·fᵢ, to subtract from its marginal."""
+        beta, gamma = fitted
+        f = self.features[permutation]
+        model = (beta * f).sum(axis=1) + (self.controls(permutation) * gamma).sum(axis=1)
+        out = np.empty(len(permutation))
+        out[permutation] = model
+        return out - self.features @ beta.sum(axis=0) / len(permutation)
+
+
+def prefix_control_moments(alone: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """E[xₘ·xₘ'] of the controls cᵢ·fₘ(i) at each position k, averaged over the player
+    there: k·(G−1−k)/(G−2)·mean over i of fₘ(i)·fₘ'(i)·σᵢ², where σᵢ² is the population
+    variance of the other players' alone values (a k-subset drawn without replacement)."""
+    g, m = features.shape
+    if g < 3:
+        return np.zeros((g, m, m))
+    others_mean = (alone.sum() - alone) / (g - 1)
+    others_var = np.maximum(((alone**2).sum() - alone**2) / (g - 1) - others_mean**2, 0.0)
+    per_player = features[:, :, None] * features[:, None, :] * others_var[:, None, None]
+    k = np.arange(g)
+    return (k * (g - 1 - k) / (g - 2))[:, None, None] * per_player.mean(axis=0)

@@ -366,8 +366,29 @@ def worker_ours_groups(folder: Path) -> dict:
 # --- scale (ours only, project venv) -----------------------------------------------------------
 
 
+class LoggedUtility:
+    """A utility that appends every coalition it computes (hex bitmask, value) to a file of
+    its own process, so a scale run's utilities can be replayed without training."""
+
+    def __init__(self, utility, folder: Path) -> None:
+        self.utility, self.path = utility, folder / f"utilities-{os.getpid()}.txt"
+
+    @property
+    def fits(self) -> int:
+        return self.utility.fits
+
+    def __call__(self, mask: int) -> float:
+        fresh = mask not in self.utility.cache
+        value = self.utility(mask)
+        if fresh:
+            with self.path.open("a") as handle:
+                handle.write(f"{mask:x} {value!r}\n")
+        return value
+
+
 def scale_utility(folder: str):
-    """Utility factory for the scale workers: arrays memory-mapped from the shared folder."""
+    """Utility factory for the scale workers: arrays memory-mapped from the shared folder;
+    logged (`LoggedUtility`) when the config asks to record utilities."""
     _project_path()
     from assets.datanets import parse_spec
     from assets.valuation import DatanetUtility
@@ -375,10 +396,12 @@ def scale_utility(folder: str):
     spec = parse_spec(synthetic_spec_json())
     arrays = [np.load(Path(folder) / f"{n}.npy", mmap_mode="r") for n in ("x", "y", "player")]
     xv, yv = (np.load(Path(folder) / f"{n}.npy") for n in ("xv", "yv"))
-    return DatanetUtility(
+    utility = DatanetUtility(
         spec, arrays[0], np.asarray(arrays[1]), np.asarray(arrays[2]), xv, yv,
         spec.valuation.num_boost_round,
     )  # fmt: skip
+    config = json.loads((Path(folder) / "config.json").read_text())
+    return LoggedUtility(utility, Path(folder)) if config.get("record_utilities") else utility
 
 
 def worker_ours_scale(folder: Path) -> dict:
@@ -473,6 +496,7 @@ def worker_ours_scale(folder: Path) -> dict:
             utility_factory=partial(scale_utility, str(folder)),
             progress=progress,
             exact_first=config.get("exact_first", False),
+            position_model=config.get("position_model", True),
         )
     wall = time.perf_counter() - t0
     stop_sampling.set()
@@ -1043,6 +1067,8 @@ def part_scale(args, tmp: Path, log) -> dict:
         "exact_first": args.scale_exact_first,
         "method": args.scale_method,
         "sets_per_batch": policy.sets_per_batch,
+        "position_model": not args.scale_no_position_model,
+        "record_utilities": args.scale_record_utilities is not None,
     }
     (folder / "config.json").write_text(json.dumps(config))
     timeout = args.scale_minutes * 60 + args.scale_grace_minutes * 60
@@ -1054,6 +1080,10 @@ def part_scale(args, tmp: Path, log) -> dict:
         lines = progress.read_text().splitlines() if progress.exists() else []
         out = {"killed": True, "progress": [json.loads(line) for line in lines]}
     out["config"] = config
+    if args.scale_record_utilities is not None:  # one file: "hex value" per coalition
+        lines = sorted({line for f in folder.glob("utilities-*.txt") for line in f.open()})
+        args.scale_record_utilities.write_text("".join(lines))
+        log(f"{len(lines)} utilities recorded in {args.scale_record_utilities}")
     return out
 
 
@@ -1457,6 +1487,17 @@ def main() -> None:
         "--scale-exact-first",
         action="store_true",
         help="value every contributor alone first; first position as a control variate",
+    )
+    parser.add_argument(
+        "--scale-no-position-model",
+        action="store_true",
+        help="with --scale-exact-first: correct the first position only (no PositionModel)",
+    )
+    parser.add_argument(
+        "--scale-record-utilities",
+        type=Path,
+        default=None,
+        help="write every scale utility (hex bitmask, value) here, for replay_scale.py",
     )
     args = parser.parse_args()
 
