@@ -129,7 +129,7 @@ class ValuationPolicy(_Strict):
     max_evaluations: int = Field(default=2000, ge=10)
     truncation: float = Field(default=0.01, ge=0, lt=1)
     pairs_per_batch: int = Field(default=8, ge=1)  # permutation: pairs between stopping checks
-    exact_first: bool = True  # permutation: value everyone alone first (control variate)
+    exact_first: bool = True  # permutation: value everyone alone first (control variates)
     sets_per_batch: int = Field(default=16, ge=1)  # svarm: coalitions between stopping checks
     num_boost_round: int = Field(default=50, ge=1)
     workers: int = Field(default=1, ge=1, le=64)

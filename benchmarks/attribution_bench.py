@@ -1058,7 +1058,7 @@ def part_scale(args, tmp: Path, log) -> dict:
     config = {
         "rows": args.scale_rows,
         "players": args.scale_players,
-        "data_seed": 1,
+        "data_seed": args.scale_data_seed,
         "minutes": args.scale_minutes,
         "workers": 2,
         "half_width": args.scale_half_width,
@@ -1480,6 +1480,7 @@ def main() -> None:
     parser.add_argument("--scale-rows", type=int, default=1_000_000)
     parser.add_argument("--scale-players", type=int, default=1000)
     parser.add_argument("--scale-minutes", type=float, default=10.0)
+    parser.add_argument("--scale-data-seed", type=int, default=1, help="2+: a held-out game")
     parser.add_argument("--scale-grace-minutes", type=float, default=10.0)
     parser.add_argument("--scale-half-width", type=float, default=0.01)
     parser.add_argument("--scale-method", choices=["permutation", "svarm"], default="permutation")
