@@ -406,11 +406,9 @@ def permutation_shapley(
                 include(pair_means(jobs, scanned, fitted))
                 if held:
                     assert after_hold is not None
-                    for (permutation, *_), (marginal, *_) in zip(jobs, scanned, strict=True):
-                        after_hold.add(permutation, marginal)
+                    after_hold.add_scans(jobs, scanned)
             if model is not None:
-                for (permutation, *_), (marginal, *_) in zip(jobs, scanned, strict=True):
-                    model.add(permutation, marginal)
+                model.add_scans(jobs, scanned)
             if (
                 held
                 and after_hold is not None
@@ -534,6 +532,12 @@ class PositionModel:
         self.sum_x += x
         self.sum_xd += x * d[:, None]
         self.sum_fd += f * d[:, None]
+
+    def add_scans(self, jobs: Sequence[tuple], scanned: Sequence[tuple]) -> None:
+        """`add` every scan of a batch (scan jobs and their outcomes, as `_scan` takes and
+        returns them)."""
+        for (permutation, *_), (marginal, *_) in zip(jobs, scanned, strict=True):
+            self.add(permutation, marginal)
 
     def fit(self) -> tuple[np.ndarray, np.ndarray]:
         """(β, γ), each (position, feature); zero at position 0 (only once `ready`)."""

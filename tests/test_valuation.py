@@ -25,6 +25,7 @@ from assets.svarm import fits_to_converge, size_distribution, start_size, svarm_
 from assets.validation import validation_set
 from assets.valuation import (
     StoppingRule,
+    ValuationResult,
     exact_shapley,
     permutation_shapley,
     prefix_control_moments,
@@ -186,22 +187,31 @@ def concave_game(n: int, mask: int) -> float:
     return 0.3 * (1 - math.exp(-good)) - 0.1 * (1 - math.exp(-bad)) * math.exp(-good)
 
 
+def on_same_permutations(
+    game, n: int, batches: int, seed: int, variants: list[dict]
+) -> list[ValuationResult]:
+    """One truncated run per variant (keyword arguments) over the same permutations: same
+    seed, 4 pairs per batch, stopped after the same number of batches."""
+    return [
+        permutation_shapley(
+            game,
+            [str(i) for i in range(n)],
+            StopAfterBatches(half_width=1e-9, max_evaluations=10**9, limit=batches),
+            seed=seed,
+            truncation=0.01,
+            pairs_per_batch=4,
+            **variant,
+        )
+        for variant in variants
+    ]
+
+
 def test_first_position_control_shrinks_the_errors_on_a_steep_learning_curve() -> None:
     """The same permutations (same seed and pairs) give much smaller standard errors once
     the head-of-order marginal, which is U({i}) − U(∅) exactly, stops varying."""
     n = 60
-    players = [str(i) for i in range(n)]
-    plain, controlled = (
-        permutation_shapley(
-            partial(concave_game, n),
-            players,
-            StopAfterBatches(half_width=1e-9, max_evaluations=10**9, limit=25),
-            seed=2,
-            truncation=0.01,
-            pairs_per_batch=4,
-            exact_first=exact_first,
-        )
-        for exact_first in (False, True)
+    plain, controlled = on_same_permutations(
+        partial(concave_game, n), n, 25, 2, [{"exact_first": False}, {"exact_first": True}]
     )
     assert plain.notes["pairs"] == controlled.notes["pairs"] == 100
     assert np.median(controlled.std_errors) < 0.5 * np.median(plain.std_errors)
@@ -254,19 +264,12 @@ def test_position_model_shrinks_the_errors_of_a_steep_game_with_flippers() -> No
     largest by more than a third."""
     n = 40
     quality = np.where(np.arange(n) % 5 == 4, -0.6, 1.0)  # every fifth flips most labels
-    players = [str(i) for i in range(n)]
-    first, modelled = (
-        permutation_shapley(
-            partial(flipper_game, quality, np.ones(n)),
-            players,
-            StopAfterBatches(half_width=1e-9, max_evaluations=10**9, limit=40),
-            seed=4,
-            truncation=0.01,
-            pairs_per_batch=4,
-            exact_first=True,
-            position_model=position_model,
-        )
-        for position_model in (False, True)
+    first, modelled = on_same_permutations(
+        partial(flipper_game, quality, np.ones(n)),
+        n,
+        40,
+        4,
+        [{"exact_first": True, "position_model": model} for model in (False, True)],
     )
     assert first.notes["pairs"] == modelled.notes["pairs"] == 160
     assert np.median(modelled.std_errors) < 0.5 * np.median(first.std_errors)
