@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
@@ -215,12 +216,19 @@ def _scan(
     utility: Utility, permutation: np.ndarray, u_all: float, u_empty: float, tolerance: float
 ) -> tuple[np.ndarray, int, int]:
     """Marginal contributions along one permutation, truncated once the prefix is within
-    `tolerance`·|U(all) − U(∅)| of U(all) (the rest are taken as 0, Ghorbani & Zou 2019)."""
+    `tolerance`·|U(all) − U(∅)| of U(all) (Ghorbani & Zou 2019).
+
+    The players left unscanned share what remains, U(all) − U(prefix), evenly: their
+    marginals sum to exactly that, and spread evenly is the best guess for each when no
+    one of them was evaluated. So every scan's marginals sum to U(all) − U(∅) whatever
+    the tolerance, where taking the rest as 0 would lose up to `tolerance` of the total.
+    """
     marginal = np.zeros(len(permutation))
     mask, previous, evaluated = 0, u_empty, 0
     scale = abs(u_all - u_empty)
     for player in permutation:
         if tolerance > 0 and abs(u_all - previous) <= tolerance * scale:
+            marginal[permutation[evaluated:]] = (u_all - previous) / (len(permutation) - evaluated)
             break
         mask |= 1 << int(player)
         current = utility(mask)
@@ -284,6 +292,41 @@ def _scan_in_worker(
     before = getattr(_WORKER_UTILITY, "fits", 0)
     marginal, calls, reached = _scan(_WORKER_UTILITY, *args)
     return marginal, calls, reached, getattr(_WORKER_UTILITY, "fits", 0) - before
+
+
+def scanned_batches(
+    utility: Utility,
+    pool: ProcessPoolExecutor | None,
+    draw_batch: Callable[[], list[tuple]],
+    lookahead: int,
+) -> Iterator[tuple[list[tuple], list[tuple]]]:
+    """(scan jobs, their outcomes) batch after batch, in the order drawn.
+
+    With a pool, the scans of the next batches already run while this one is used (up to
+    `lookahead` scans in flight): truncated scans differ in length, and waiting for the
+    longest of each batch left a worker idle about a third of the time. Batches are drawn
+    and returned in the same order with or without a pool, so results do not depend on
+    it; scans still running when the caller stops are cancelled or discarded.
+    """
+    if pool is None:
+        while True:
+            jobs = draw_batch()
+            yield jobs, [_scan(utility, *job) for job in jobs]
+    pending: deque[tuple[list[tuple], list[Future]]] = deque()
+    queued = 0
+    try:
+        while True:
+            while not pending or queued < lookahead:
+                jobs = draw_batch()
+                pending.append((jobs, [pool.submit(_scan_in_worker, job) for job in jobs]))
+                queued += len(jobs)
+            jobs, futures = pending.popleft()
+            queued -= len(jobs)
+            yield jobs, [future.result() for future in futures]
+    finally:
+        for _, futures in pending:
+            for future in futures:
+                future.cancel()
 
 
 def permutation_shapley(
@@ -387,14 +430,13 @@ def permutation_shapley(
             if position_model:
                 model, after_hold = PositionModel(alone), PositionModel(alone)
             evaluations += g
-        while True:
+
+        def draw_batch() -> list[tuple]:
             perms = [rng.permutation(g) for _ in range(pairs_per_batch)]
-            jobs = [(p, u_all, u_empty, truncation) for q in perms for p in (q, q[::-1].copy())]
-            scanned = (
-                list(pool.map(_scan_in_worker, jobs))
-                if pool is not None
-                else [_scan(utility, *job) for job in jobs]
-            )
+            return [(p, u_all, u_empty, truncation) for q in perms for p in (q, q[::-1].copy())]
+
+        batches = scanned_batches(utility, pool, draw_batch, lookahead=2 * workers)
+        for jobs, scanned in batches:
             for job, outcome in zip(jobs, scanned, strict=True):
                 reached[job[0][: outcome[2]]] += 1  # players actually evaluated
                 evaluations += outcome[1]
@@ -424,9 +466,10 @@ def permutation_shapley(
                 progress(pairs, evaluations, float(np.max(stopping.z * std_errors)))
             if stop:
                 break
+        batches.close()
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
     return ValuationResult(
         list(players),
         mean,

@@ -1062,7 +1062,9 @@ def part_scale(args, tmp: Path, log) -> dict:
         "minutes": args.scale_minutes,
         "workers": 2,
         "half_width": args.scale_half_width,
-        "truncation": policy.truncation,
+        "truncation": (
+            policy.truncation if args.scale_truncation is None else args.scale_truncation
+        ),
         "pairs_per_batch": 1,
         "exact_first": args.scale_exact_first,
         "method": args.scale_method,
@@ -1493,6 +1495,13 @@ def main() -> None:
         "--scale-no-position-model",
         action="store_true",
         help="with --scale-exact-first: correct the first position only (no PositionModel)",
+    )
+    parser.add_argument(
+        "--scale-truncation",
+        type=float,
+        default=None,
+        help="the Datanet policy's valuation.truncation for the scale game (default: the "
+        "policy default)",
     )
     parser.add_argument(
         "--scale-record-utilities",

@@ -13,7 +13,6 @@ half-width after a grid of pair counts, and how the values of two variants diffe
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from dataclasses import dataclass
@@ -52,9 +51,17 @@ class AfterPairs(StoppingRule):
 
 
 def replay(table: dict[int, float], players: int, pairs: int, options: dict) -> dict:
+    """One variant's curve, values and half-widths, and the distinct coalitions it read
+    (their number and total members: a variant's training cost in utilities and rows)."""
     curve: list[tuple[int, float]] = []
+    read: set[int] = set()
+
+    def lookup(mask: int) -> float:
+        read.add(mask)
+        return table[mask]
+
     result = permutation_shapley(
-        table.__getitem__,
+        lookup,
         [str(p) for p in range(players)],
         AfterPairs(half_width=0.0, max_evaluations=10**12, pairs_limit=pairs),
         seed=0,
@@ -63,7 +70,13 @@ def replay(table: dict[int, float], players: int, pairs: int, options: dict) -> 
         progress=lambda p, _e, half: curve.append((p, half)),
         **{k: v for k, v in options.items() if k != "truncation"},
     )
-    return {"curve": curve, "values": result.values, "half": 1.96 * result.std_errors}
+    return {
+        "curve": curve,
+        "values": result.values,
+        "half": 1.96 * result.std_errors,
+        "utilities": len(read),
+        "members": sum(mask.bit_count() for mask in read),
+    }
 
 
 def main() -> None:
@@ -72,23 +85,39 @@ def main() -> None:
     parser.add_argument("--players", type=int, default=1000)
     parser.add_argument("--pairs", type=int, required=True, help="pairs the run recorded")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--truncations",
+        nargs="+",
+        type=float,
+        default=[0.01],
+        help="truncation tolerances to replay (each at most the recorded run's: a larger one "
+        "stops scans earlier, so it reads a subset of the recorded coalitions)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     table = load_table(args.utilities)
-    runs = {name: replay(table, args.players, args.pairs, VARIANTS[name]) for name in args.variants}
+    runs = {
+        f"{name}@{tol:g}" if len(args.truncations) > 1 else name: replay(
+            table, args.players, args.pairs, {**VARIANTS[name], "truncation": tol}
+        )
+        for name in args.variants
+        for tol in args.truncations
+    }
     grid = sorted({p for p in (10, 25, 50, 100, 200, 300, 400, 600, 800) if p <= args.pairs})
     grid.append(args.pairs)
     print("largest 95 % half-width after n pairs")
-    print("pairs  " + "  ".join(f"{name:>9}" for name in runs))
+    print("pairs  " + "  ".join(f"{name:>11}" for name in runs))
     for p in grid:
-        print(f"{p:5d}  " + "  ".join(f"{dict(run['curve'])[p]:9.5f}" for run in runs.values()))
+        print(f"{p:5d}  " + "  ".join(f"{dict(run['curve'])[p]:11.5f}" for run in runs.values()))
     for name, run in runs.items():
         print(
             f"{name}: median half-width {np.median(run['half']):.6f}, sum of values "
-            f"{run['values'].sum():.6f}"
+            f"{run['values'].sum():.6f}, {run['utilities']} utilities of "
+            f"{run['members']} members in all"
         )
     names = list(runs)
-    for a, b in itertools.pairwise(names):
+    a = names[0]
+    for b in names[1:]:  # each against the first
         gap = np.abs(runs[a]["values"] - runs[b]["values"])
         print(f"|{a} − {b}|: max {gap.max():.6f}, median {np.median(gap):.6f}")
     if args.json:
