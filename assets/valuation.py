@@ -306,27 +306,20 @@ def scanned_batches(
     `lookahead` scans in flight): truncated scans differ in length, and waiting for the
     longest of each batch left a worker idle about a third of the time. Batches are drawn
     and returned in the same order with or without a pool, so results do not depend on
-    it; scans still running when the caller stops are cancelled or discarded.
+    it; the caller shuts the pool down with `cancel_futures` when it stops, and scans
+    still running then are discarded.
     """
     if pool is None:
         while True:
             jobs = draw_batch()
             yield jobs, [_scan(utility, *job) for job in jobs]
     pending: deque[tuple[list[tuple], list[Future]]] = deque()
-    queued = 0
-    try:
-        while True:
-            while not pending or queued < lookahead:
-                jobs = draw_batch()
-                pending.append((jobs, [pool.submit(_scan_in_worker, job) for job in jobs]))
-                queued += len(jobs)
-            jobs, futures = pending.popleft()
-            queued -= len(jobs)
-            yield jobs, [future.result() for future in futures]
-    finally:
-        for _, futures in pending:
-            for future in futures:
-                future.cancel()
+    while True:
+        while not pending or sum(len(jobs) for jobs, _ in pending) < lookahead:
+            jobs = draw_batch()
+            pending.append((jobs, [pool.submit(_scan_in_worker, job) for job in jobs]))
+        jobs, futures = pending.popleft()
+        yield jobs, [future.result() for future in futures]
 
 
 def permutation_shapley(
@@ -435,8 +428,7 @@ def permutation_shapley(
             perms = [rng.permutation(g) for _ in range(pairs_per_batch)]
             return [(p, u_all, u_empty, truncation) for q in perms for p in (q, q[::-1].copy())]
 
-        batches = scanned_batches(utility, pool, draw_batch, lookahead=2 * workers)
-        for jobs, scanned in batches:
+        for jobs, scanned in scanned_batches(utility, pool, draw_batch, lookahead=2 * workers):
             for job, outcome in zip(jobs, scanned, strict=True):
                 reached[job[0][: outcome[2]]] += 1  # players actually evaluated
                 evaluations += outcome[1]
@@ -466,7 +458,6 @@ def permutation_shapley(
                 progress(pairs, evaluations, float(np.max(stopping.z * std_errors)))
             if stop:
                 break
-        batches.close()
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
