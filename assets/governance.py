@@ -238,6 +238,20 @@ def vote(
     )
 
 
+def votes_so_far(events: pl.DataFrame, proposal_id: str) -> dict[str, Any]:
+    """Yes and no weight cast on a proposal, its electorate and its deadline."""
+    proposal = proposals(events).get(proposal_id)
+    if proposal is None:
+        raise GovernanceError(f"no proposal {proposal_id}")
+    votes = events.filter((pl.col("proposal_id") == proposal_id) & (pl.col("event") == "vote"))
+    return {
+        "yes": int(votes.filter(pl.col("choice") == "yes")["weight"].sum() or 0),
+        "no": int(votes.filter(pl.col("choice") == "no")["weight"].sum() or 0),
+        "electorate": int(proposal["weight"]),
+        "deadline": datetime.fromisoformat(_payload(proposal)["deadline"]),
+    }
+
+
 def tally(
     events: pl.DataFrame, datanet: str, proposal_id: str, now: datetime, open_epoch: int
 ) -> dict[str, Any]:
@@ -250,10 +264,8 @@ def tally(
     details = _payload(proposal)
     if now <= datetime.fromisoformat(details["deadline"]):
         raise GovernanceError(f"voting is open until {details['deadline']}")
-    votes = events.filter((pl.col("proposal_id") == proposal_id) & (pl.col("event") == "vote"))
-    yes = int(votes.filter(pl.col("choice") == "yes")["weight"].sum() or 0)
-    no = int(votes.filter(pl.col("choice") == "no")["weight"].sum() or 0)
-    electorate = int(proposal["weight"])
+    count = votes_so_far(events, proposal_id)
+    yes, no, electorate = count["yes"], count["no"], count["electorate"]
     quorum = (yes + no) * 10_000 >= details["quorum_bps"] * electorate
     passed = yes * 10_000 > details["threshold_bps"] * (yes + no)
     result = {"yes": yes, "no": no, "electorate": electorate}

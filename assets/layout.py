@@ -66,23 +66,6 @@ def safe_file_name(name: str) -> str:
     return cleaned[:100]
 
 
-def datanet_fingerprint(root: Path, datanet: str) -> str:
-    """Hash of everything that should trigger a run: spec, manifests, registrations,
-    inference logs."""
-    digest = hashlib.sha256()
-    parts = [spec_path(root, datanet)]
-    for folder, pattern in (
-        (inbox_dir(root, datanet), f"*{MANIFEST_SUFFIX}"),
-        (registry_dir(root, datanet), "*.json"),
-        (inside(root, INFERENCE_LOG, check_datanet_name(datanet)), "*.parquet"),
-    ):
-        parts.extend(sorted(folder.glob(pattern)) if folder.is_dir() else [])
-    for path in parts:
-        digest.update(path.name.encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest() if path.exists() else b"-")
-    return digest.hexdigest()
-
-
 def install_spec(root: Path, text: str, source: str = "<spec>") -> tuple[DatanetSpec, bool]:
     """Validate a spec and place it in the lake; (spec, changed). A changed spec replaces
     the file, and the `datanets` asset records it as a new version."""

@@ -75,6 +75,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import dry_run  # noqa: E402
+
 BENCH = ROOT / "benchmarks"
 PYDVL_ENV = BENCH / ".pydvl-env"
 PYDVL_REQUIREMENTS = BENCH / "pydvl-requirements.txt"
@@ -1509,7 +1514,7 @@ def main() -> None:
         default=None,
         help="write every scale utility (hex bitmask, value) here, for replay_scale.py",
     )
-    args = parser.parse_args()
+    args = dry_run.parse_args(parser)
 
     if args.worker:
         out = WORKERS[args.worker](args.dir)

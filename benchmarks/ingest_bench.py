@@ -55,6 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import dry_run  # noqa: E402
+
 DATANET = "bench"
 CONTRIBUTORS = 100
 # name, min, max: nine float features with different ranges.
@@ -754,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", choices=("generate", "full", "bare"), help=argparse.SUPPRESS)
     p.add_argument("--worker-data", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--worker-files", type=int, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    a = dry_run.parse_args(p, argv)
     layouts = sorted(set(a.files) | {a.main_files})
 
     if a.worker:

@@ -69,6 +69,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import dry_run  # noqa: E402
+
 KEY = ["id"]
 BATCH = 1 << 17  # rows per batch in the stage split (what ledger.commitment uses)
 # Warm-up size: more than two 2^17-row blocks plus a partial one, so every kernel signature
@@ -959,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--worker", choices=(*VARIANTS, "check", "compile"), help=argparse.SUPPRESS)
     p.add_argument("--worker-rows", type=int, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    a = dry_run.parse_args(p, argv)
 
     if a.worker:
         warnings.simplefilter("ignore", UserWarning)

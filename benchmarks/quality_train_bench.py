@@ -66,6 +66,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import dry_run  # noqa: E402
+
 DATANET = "bench_quality"
 CONTRIBUTORS = 100
 FEATURES = 20
@@ -823,7 +825,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resummarize", action="store_true", help="re-print --out's tables")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = dry_run.parse_args(parser, argv)
 
     if args.worker:
         info = run_worker(args.worker, args.rows, args.worker_threads, args.seed, args.profile)

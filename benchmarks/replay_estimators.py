@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from assets.svarm import svarm_shapley  # noqa: E402
 from assets.valuation import StoppingRule, ValuationResult, permutation_shapley  # noqa: E402
+from benchmarks import dry_run  # noqa: E402
 from benchmarks.attribution_bench import group_curves, matched_ratios  # noqa: E402
 
 Estimator = Callable[[Callable[[int], float], list[str], StoppingRule, int], ValuationResult]
@@ -142,7 +143,7 @@ def coverage(block: dict, method_runs: dict, bands: list[tuple[int, int]]) -> li
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/out/attribution.json")
-    args = parser.parse_args()
+    args = dry_run.parse_args(parser)
     block = load(args.json)
     g = block["g"]
     fine = sorted(set(BENCH_GRID) | {int(v) for v in np.geomspace(12, 1000, 48)})

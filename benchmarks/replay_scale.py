@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from assets.valuation import StoppingRule, permutation_shapley  # noqa: E402
+from benchmarks import dry_run  # noqa: E402
 
 VARIANTS = {  # name → permutation_shapley keywords
     "plain": {"exact_first": False},
@@ -94,7 +95,7 @@ def main() -> None:
         "stops scans earlier, so it reads a subset of the recorded coalitions)",
     )
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    args = dry_run.parse_args(parser)
     table = load_table(args.utilities)
     runs = {
         f"{name}@{tol:g}" if len(args.truncations) > 1 else name: replay(

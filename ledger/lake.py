@@ -19,14 +19,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from ledger.commitment import Commitment, as_arrow_table, commit_table
 from ledger.log import Ledger, LedgerEntry, default_lock_path
+
+if TYPE_CHECKING:
+    from ledger.commitment import Commitment
 
 TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 PARTITION_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -109,6 +112,35 @@ class Lake:
             if (p / "_delta_log").is_dir() and TABLE_NAME.match(p.name)
         )
 
+    def table_summaries(self) -> list[dict[str, object]]:
+        """Every table (and the ledger): latest Delta version, rows, ledger entries."""
+        entries = self.ledger.entries()
+        per_uri: dict[str, int] = {}
+        for entry in entries:
+            per_uri[entry.table_uri] = per_uri.get(entry.table_uri, 0) + 1
+        rows: list[dict[str, object]] = []
+        for name in self.table_names():
+            dt = self.delta_table(name)
+            rows.append(
+                {
+                    "table": name,
+                    "version": dt.version(),
+                    "rows": dt.to_pyarrow_dataset().count_rows(),
+                    "ledger_entries": per_uri.get(self.table_uri(name), 0),
+                }
+            )
+        ledger = self.ledger.delta_table()
+        if ledger is not None:
+            rows.append(
+                {
+                    "table": "ledger",
+                    "version": ledger.version(),
+                    "rows": len(entries),
+                    "ledger_entries": None,
+                }
+            )
+        return rows
+
     def delta_table(self, name: str, version: int | None = None) -> DeltaTable:
         uri = self.absolute_uri(self.table_uri(name))
         try:
@@ -153,6 +185,8 @@ class Lake:
         With `partition=(column, value)`, only rows with that value are replaced and every
         row of `data` must carry it; the ledger entry commits that partition's rows.
         """
+        from ledger.commitment import as_arrow_table, commit_table
+
         check_table_name(name)
         table = as_arrow_table(data)
         if partition is not None:

@@ -26,9 +26,8 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from ledger.encoding import ENCODING_VERSION, leaf_messages
 from ledger.hashing import EMPTY_ROOT, root_of_leaf_hashes, sha256_binary
-from ledger.proofcheck import ENTRY_FIELDS
+from ledger.proofcheck import ENCODING_VERSION, ENTRY_FIELDS
 
 LEDGER_SCHEMA = pa.schema(
     [
@@ -88,6 +87,8 @@ class LedgerEntry:
 
 def entry_leaf(values: dict[str, object]) -> bytes:
     """Canonical encoding of an entry's committed fields (see ENTRY_FIELDS)."""
+    from ledger.encoding import leaf_messages  # compiled kernels: only when writing/checking
+
     table = pa.Table.from_pylist([{k: values[k] for k in ENTRY_FIELDS}], schema=ENTRY_SCHEMA)
     return leaf_messages(table)[0].as_py()[1:]
 

@@ -1,14 +1,15 @@
 """Jobs, the inbox sensor, the daily batch and the epoch-closing schedule."""
 
-import json
 from datetime import UTC, datetime
 
 import dagster as dg
 
 from assets.datanets import SpecError
-from assets.layout import datanet_fingerprint, spec_names
+from assets.layout import spec_names
+from ledger.lake import LakeError
 from openledger_pipelines.ingestion import current_spec_at
 from openledger_pipelines.partitions import datanet_partitions, epoch_partitions
+from openledger_pipelines.pending import pending_work
 from openledger_pipelines.resources import LakeResource
 from openledger_pipelines.rewards import epoch_due, epoch_job
 
@@ -23,28 +24,35 @@ datanet_job = dg.define_asset_job(
     job=datanet_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
 )
 def inbox_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
-    """New specs become partitions; a Datanet whose spec, inbox or keys changed gets a run."""
-    root = lake.root_path()
-    seen = json.loads(context.cursor) if context.cursor else {}
-    names = spec_names(root)
+    """New specs become partitions; a Datanet with work the lake has not recorded yet (new
+    spec, keys, inbox files or inferences) gets a run. Decided from the lake, not from a
+    cursor, so work the CLI already ran is never run again."""
+    store = lake.open()
+    names = spec_names(store.root_path())
     known = set(context.instance.get_dynamic_partitions(datanet_partitions.name))
     new = [n for n in names if n not in known]
-    fingerprints: dict[str, str] = {}
     requests = []
     for name in names:
         try:
-            fingerprints[name] = datanet_fingerprint(root, name)
-        except (OSError, SpecError) as exc:
+            pending = pending_work(store, name)
+        except (OSError, SpecError, LakeError) as exc:
             context.log.warning(f"{name}: cannot read its files yet: {exc}")
             continue
-        if seen.get(name) != fingerprints[name]:
-            requests.append(
-                dg.RunRequest(partition_key=name, run_key=f"{name}:{fingerprints[name]}")
+        if not pending:
+            continue
+        context.log.info(f"{name}: {'; '.join(pending.reasons)}")
+        requests.append(
+            dg.RunRequest(
+                partition_key=name,
+                run_key=f"{name}:{pending.token}",
+                asset_selection=[dg.AssetKey(a) for a in pending.assets]
+                if pending.assets
+                else None,
             )
+        )
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[datanet_partitions.build_add_request(new)] if new else [],
-        cursor=json.dumps(fingerprints, sort_keys=True),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from openledger_pipelines import attribution, automation, ingestion, modeling, rewards
+from openledger_pipelines.progress import PROGRESS_LOGGER, progress_logger
 from openledger_pipelines.resources import LakeResource, default_lake_root
 
 
@@ -16,6 +17,8 @@ def build_defs(lake_root: str) -> dg.Definitions:
         sensors=[automation.inbox_sensor],
         schedules=[automation.daily_batch, automation.epoch_closer],
         resources={"lake": LakeResource(root=lake_root)},
+        # `console` is Dagster's default; the CLI adds `openledger_progress` to its runs.
+        loggers={"console": dg.colored_console_logger, PROGRESS_LOGGER: progress_logger},
     )
 
 

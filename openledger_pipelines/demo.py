@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,8 +13,15 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from assets.datanets import SpecError
 from assets.demo_data import DEMO_CONTRIBUTORS, DEMO_DATANETS, demo_files, demo_spec
+from assets.ingest import MANIFEST_SUFFIX
 from assets.layout import (
+    INBOX,
+    INFERENCE_LOG,
+    KEYS,
+    REGISTRY,
+    SPECS,
     Registration,
     contributor_public_key,
     install_spec,
@@ -27,9 +35,17 @@ from ledger.proofs import inclusion_proof_document
 from ledger.verify import verify_lake
 from openledger_pipelines.ingestion import contributions_table, read_or_empty
 from openledger_pipelines.runner import persistent_instance, run_datanets, run_epoch
-from openledger_pipelines.statements import payouts_table, statement_rows, statement_table
+from openledger_pipelines.statements import (
+    datanet_summaries,
+    payouts_table,
+    statement_rows,
+    statement_table,
+)
 
 REGISTERED_AT = datetime(2026, 11, 1, tzinfo=UTC)
+# Everything a demo lake holds at its top level.
+LAKE_FOLDERS = {SPECS, INBOX, REGISTRY, KEYS, INFERENCE_LOG, "tables", "ledger", "models"}
+LAKE_FOLDERS |= {"dagster_home", "reports"}
 SERVED_AT = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 
 
@@ -37,7 +53,7 @@ def prepare_demo(root: Path, seed: int = 0) -> None:
     """Place the demo specs, register the contributors and submit their files (idempotent)."""
     for name in DEMO_DATANETS:
         spec = demo_spec(name)
-        install_spec(root, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+        install_spec(root, _spec_text(name))
         for contributor in DEMO_CONTRIBUTORS:
             public = contributor_public_key(root, name, contributor)
             write_registration(root, Registration(name, contributor, public, REGISTERED_AT))
@@ -56,23 +72,11 @@ def prepare_demo(root: Path, seed: int = 0) -> None:
 
 
 def summary_table(lake: Lake) -> Table:
-    """Per Datanet: files, rows in, accepted, quarantined, duplicates (from `batches`)."""
-    batches = pl.from_arrow(lake.read("batches"))
-    per = (
-        batches.group_by("datanet")
-        .agg(  # type: ignore[union-attr]
-            pl.len().alias("files"),
-            (pl.col("status") == "rejected").sum().alias("rejected files"),
-            pl.col("rows_in").sum(),
-            pl.col("accepted").sum(),
-            pl.col("quarantined").sum(),
-            pl.col("duplicates").sum(),
-        )
-        .sort("datanet")
-    )
-    grid = Table(*per.columns, title="ingestion")
-    for row in per.iter_rows():
-        grid.add_row(*(str(v) for v in row))
+    """Per Datanet: files, rows in, accepted, quarantined, duplicates (as `datanet list`)."""
+    rows = datanet_summaries(lake)
+    grid = Table(*(rows[0].keys() if rows else ["datanet"]), title="ingestion")
+    for row in rows:
+        grid.add_row(*(str(v) for v in row.values()))
     return grid
 
 
@@ -174,27 +178,118 @@ def values_table(lake: Lake) -> Table:
     return grid
 
 
-def run_demo(lake: Lake, console: Console, code_version: str) -> bool:
-    """Run the whole current pipeline on the demo data; print what it did and checked."""
-    root = Path(lake.root)
+def foreign_content(root: Path) -> list[str]:
+    """What a lake holds besides the demo's own inputs and outputs (empty: demo only).
+
+    Inputs decide: demo specs, demo contributors' registrations, keys and inbox files, the
+    demo's served queries; tables are derived from them, except governance events and
+    epochs after 0, which only a person makes."""
+    import hashlib
+
+    from assets.inference import read_logs
+
+    if not root.exists():
+        return []
+    found: list[str] = []
+    allowed_top = {*LAKE_FOLDERS, "ledger.lock"}
+    found += [f"{p.name}" for p in root.iterdir() if p.name not in allowed_top]
+    for path in sorted((root / SPECS).glob("*")):
+        name = path.name.removesuffix(".yaml")
+        if name not in DEMO_DATANETS or path.read_bytes() != _spec_text(name).encode():
+            found.append(f"{SPECS}/{path.name}")
+    for folder in (REGISTRY, KEYS):
+        for path in sorted((root / folder).glob("*/*")):
+            if path.parent.name not in DEMO_DATANETS or path.stem not in DEMO_CONTRIBUTORS:
+                found.append(f"{folder}/{path.parent.name}/{path.name}")
+    demo_hashes = {
+        hashlib.sha256(f.content).hexdigest()
+        for name in DEMO_DATANETS
+        for f in demo_files(demo_spec(name))
+    }
+    for path in sorted((root / INBOX).glob("*/*")):
+        if path.name.endswith(MANIFEST_SUFFIX):
+            continue
+        if hashlib.sha256(path.read_bytes()).hexdigest() not in demo_hashes:
+            found.append(f"{INBOX}/{path.parent.name}/{path.name}")
+    for name in sorted(p.name for p in (root / INFERENCE_LOG).glob("*")):
+        served = read_logs(root, name) if name in DEMO_DATANETS else None
+        if served is None or served.filter(pl.col("served_at") != SERVED_AT).height:
+            found.append(f"{INFERENCE_LOG}/{name} (inferences not served by the demo)")
+    lake = Lake(root)
+    if "governance" in lake.table_names():
+        found.append("governance events (tables/governance)")
+    if "epochs" in lake.table_names():
+        later = pl.from_arrow(lake.read("epochs")).filter(pl.col("epoch") > 0)
+        found += [f"closed epoch {r['datanet']}.{r['epoch']}" for r in later.iter_rows(named=True)]
+    return found
+
+
+def clear_demo_lake(root: Path) -> None:
+    """Delete a lake that holds demo data only; refuse (naming what) otherwise."""
+    foreign = foreign_content(root)
+    if foreign:
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise SpecError(
+            f"refusing --fresh: {root} holds more than demo data: {', '.join(foreign[:5])}{more}"
+        )
+    if root.exists():
+        shutil.rmtree(root)
+
+
+def _spec_text(name: str) -> str:
+    return yaml.safe_dump(demo_spec(name).model_dump(mode="json"), sort_keys=False)
+
+
+def run_demo(lake_path: Path, console: Console, fresh: bool = False) -> bool:
+    """Run the whole pipeline on the demo data, showing each stage as it finishes; then
+    print what it did and checked."""
+    from openledger_pipelines.cli.progress import StageReporter
+    from openledger_pipelines.pending import INFERENCE_ASSETS, pending_work
+
+    root = lake_path.expanduser().resolve()
+    if fresh:
+        clear_demo_lake(root)
+    lake = Lake(root)
+    before = len(lake.ledger.entries())
+    if before:
+        console.print(
+            f"the lake already holds {before} ledger entries: the demo adds to it and runs "
+            "only what is new (`openledger demo --fresh` starts over)",
+            highlight=False,
+        )
+    console.print("placing the demo specs, keys and contributors' files ...", highlight=False)
     prepare_demo(root)
     instance = persistent_instance(root)
+    outcome: dict[str, bool] = {}
+    try:
+        with StageReporter(console) as reporter:
+            for name in sorted(DEMO_DATANETS):  # spec order, as `openledger run`
+                if pending_work(lake, name):
+                    outcome |= run_datanets(
+                        root, instance, [name], on_done=reporter.run_done, progress=reporter
+                    )
+            serve_demo_queries(lake)  # then attribute the served inferences
+            for name in sorted(DEMO_DATANETS):  # spec order, as `openledger run`
+                if pending_work(lake, name):
+                    outcome |= run_datanets(
+                        root,
+                        instance,
+                        [name],
+                        on_done=reporter.run_done,
+                        assets=INFERENCE_ASSETS,
+                        progress=reporter,
+                    )
+            for name in DEMO_DATANETS:  # close the first reward epoch (re-checked on a re-run)
+                closed = run_epoch(root, instance, name, 0, progress=reporter)
+                reporter.run_done(f"{name} epoch 0", closed)
+                outcome[f"{name} epoch 0"] = closed.success
+    finally:
+        instance.dispose()
+    return print_summary(lake, console) and all(outcome.values())
 
-    def report(name: str, result) -> None:
-        console.print(
-            f"{name}: {'[green]run succeeded' if result.success else '[red]run failed'}"
-            f"[/] ({result.run_id[:8]})"
-        )
 
-    outcome = run_datanets(root, instance, on_done=report)
-    serve_demo_queries(lake)  # then attribute the served inferences
-    outcome |= run_datanets(
-        root, instance, on_done=report, assets=["inferences", "inference_attributions"]
-    )
-    for name in DEMO_DATANETS:  # close the first reward epoch (re-checked on a re-run)
-        closed = run_epoch(root, instance, name, 0)
-        report(f"{name} epoch 0", closed)
-        outcome[f"{name} epoch 0"] = closed.success
+def print_summary(lake: Lake, console: Console) -> bool:
+    """The demo's tables, payouts, a statement, verification, a proof and a checkpoint."""
     console.print(summary_table(lake))
     console.print(quality_table(lake))
     console.print(models_table(lake))
@@ -225,4 +320,4 @@ def run_demo(lake: Lake, console: Console, code_version: str) -> bool:
     ckpt.check_against_ledger(ckpt.open_checkpoint(note, verifier), entries)
     console.print(f"signed checkpoint (verifier {verifier}):", highlight=False)
     console.out(note, highlight=False)
-    return all(outcome.values()) and report_ok.ok and ok_row
+    return report_ok.ok and ok_row

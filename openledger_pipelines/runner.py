@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from assets.layout import spec_names
 from openledger_pipelines.definitions import build_defs
 from openledger_pipelines.partitions import datanet_partitions, epoch_partitions
+from openledger_pipelines.progress import PROGRESS_LOGGER, Listener, listening
 
 DAGSTER_YAML = """\
 # Written by openledger: ledger commits are serialized through the `ledger` pool.
@@ -37,6 +40,18 @@ def persistent_instance(lake_root: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(dagster_home(lake_root)))
 
 
+def run_config(log_level: str, progress: Listener | None) -> dict[str, Any]:
+    """Console logging at `log_level`, plus the progress logger when someone listens."""
+    loggers: dict[str, Any] = {"console": {"config": {"log_level": log_level}}}
+    if progress is not None:
+        loggers[PROGRESS_LOGGER] = {}
+    return {"loggers": loggers}
+
+
+def _listening(progress: Listener | None) -> contextlib.AbstractContextManager[None]:
+    return listening(progress) if progress is not None else contextlib.nullcontext()
+
+
 def run_datanets(
     lake_root: Path,
     instance: dg.DagsterInstance,
@@ -44,9 +59,10 @@ def run_datanets(
     on_done: Callable[[str, dg.ExecuteInProcessResult], None] | None = None,
     log_level: str = "WARNING",
     assets: list[str] | None = None,
+    progress: Listener | None = None,
 ) -> dict[str, bool]:
     """Register every spec as a partition and materialize the job for each Datanet
-    (only `assets`, if given)."""
+    (only `assets`, if given); `progress` hears each step as it starts and ends."""
     names = spec_names(lake_root)
     unknown = sorted(set(datanets or []) - set(names))
     if unknown:
@@ -58,13 +74,14 @@ def run_datanets(
     job = build_defs(str(lake_root)).resolve_job_def("datanet_job")
     outcome = {}
     for name in datanets or names:
-        result = job.execute_in_process(
-            partition_key=name,
-            instance=instance,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
-        )
+        with _listening(progress):
+            result = job.execute_in_process(
+                partition_key=name,
+                instance=instance,
+                raise_on_error=False,
+                run_config=run_config(log_level, progress),
+                asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
+            )
         outcome[name] = result.success
         if on_done:
             on_done(name, result)
@@ -77,15 +94,17 @@ def run_epoch(
     datanet: str,
     epoch: int,
     log_level: str = "WARNING",
+    progress: Listener | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Close (or re-check) one Datanet's reward epoch through the `epoch_job`."""
     for definition, key in ((datanet_partitions, datanet), (epoch_partitions, str(epoch))):
         if key not in instance.get_dynamic_partitions(definition.name):
             instance.add_dynamic_partitions(definition.name, [key])
     job = build_defs(str(lake_root)).resolve_job_def("epoch_job")
-    return job.execute_in_process(
-        partition_key=dg.MultiPartitionKey({"datanet": datanet, "epoch": str(epoch)}),
-        instance=instance,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-    )
+    with _listening(progress):
+        return job.execute_in_process(
+            partition_key=dg.MultiPartitionKey({"datanet": datanet, "epoch": str(epoch)}),
+            instance=instance,
+            raise_on_error=False,
+            run_config=run_config(log_level, progress),
+        )

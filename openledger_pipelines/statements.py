@@ -9,7 +9,47 @@ from rich.table import Table
 from assets.datanets import check_contributor_id, check_datanet_name
 from assets.epochs import epoch_key
 from ledger.lake import Lake
-from ledger.sql import rows_where
+from ledger.sql import connect, rows_where
+
+
+def datanet_summaries(lake: Lake) -> list[dict[str, Any]]:
+    """Per Datanet with a spec: spec versions, contributors, and what ingestion did with
+    its files (the same labels as the demo's ingestion table, all from `batches`)."""
+    from assets.layout import spec_names
+
+    names = spec_names(lake.root_path())
+    tables = set(lake.table_names())
+    con = connect(lake)
+    try:
+
+        def count(sql: str, table: str, name: str) -> int:
+            if table not in tables:
+                return 0
+            return int(con.execute(sql, [name]).fetchone()[0] or 0)  # type: ignore[index]
+
+        def batch_sum(column: str, name: str) -> int:
+            return count(f"select sum({column}) from batches where datanet = ?", "batches", name)
+
+        return [
+            {
+                "datanet": name,
+                "spec versions": count(
+                    "select count(*) from datanets where datanet = ?", "datanets", name
+                ),
+                "contributors": count(
+                    "select count(*) from contributors where datanet = ?", "contributors", name
+                ),
+                "files": count("select count(*) from batches where datanet = ?", "batches", name),
+                "rejected files": batch_sum("(status = 'rejected')::int", name),
+                "rows in": batch_sum("rows_in", name),
+                "accepted rows": batch_sum("accepted", name),
+                "quarantined rows": batch_sum("quarantined", name),
+                "duplicate rows": batch_sum("duplicates", name),
+            }
+            for name in names
+        ]
+    finally:
+        con.close()
 
 
 def payouts_table(lake: Lake, datanet: str, epoch: int) -> Table:

@@ -70,12 +70,8 @@ def documented_versions(number: int) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
-    root = tmp_path_factory.mktemp("analysts") / "lake"
-    result = runner.invoke(app, ["demo", "--lake", str(root)])
-    assert result.exit_code == 0, result.output
-    assert "verify: OK" in result.output
-    return Lake(root)
+def demo_lake(demo_lake_root: Path) -> Lake:
+    return Lake(demo_lake_root)
 
 
 def query(lake: Lake, number: int, versions: dict[str, int] | None = None) -> Rows:

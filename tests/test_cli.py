@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,7 +14,10 @@ import pytest
 from deltalake import DeltaTable
 from typer.testing import CliRunner
 
+from openledger_pipelines.automation import inbox_sensor
 from openledger_pipelines.cli import app
+from openledger_pipelines.resources import LakeResource
+from openledger_pipelines.runner import persistent_instance
 
 runner = CliRunner()
 WINE = "contributions_wine"
@@ -33,12 +37,8 @@ def run(*args: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("demo") / "lake"
-    code, output = run("demo", "--lake", str(root))
-    assert code == 0, output
-    assert "verify: OK" in output
-    return root
+def demo_lake(demo_lake_root: Path) -> Path:
+    return demo_lake_root
 
 
 @pytest.fixture
@@ -211,7 +211,7 @@ def test_sql_over_tables_and_ledger(demo_lake: Path) -> None:
             ["contributor", "add", "--datanet", "wine", "--contributor", "a" * 100],
             "invalid contributor id",
         ),
-        (["run", "--datanet", "nope"], "no spec for Datanet"),
+        (["run", "--datanet", "nope"], "no Datanet 'nope'"),
     ],
 )
 def test_errors_are_clear(demo_lake: Path, args: list[str], message: str) -> None:
@@ -435,7 +435,8 @@ def test_governance_commands_refuse_forgeries(lake_copy: Path, tmp_path: Path) -
     code, output = vote("bob", "no")
     assert code == 2 and "already voted" in output
     code, output = run("tally", "--lake", lake, "--datanet", "wine", "--proposal", proposal_id)
-    assert code == 2 and "voting is open until" in output
+    assert code == 0 and "voting is open until" in output and "Nothing recorded" in output
+    assert "so far yes" in output and "no 0 of" in output  # bob's yes counts, nothing else
     code, output = run(
         "propose",
         "--lake",
@@ -450,3 +451,153 @@ def test_governance_commands_refuse_forgeries(lake_copy: Path, tmp_path: Path) -
     assert code == 2 and "invalid" in output
     code, output = run("verify", "--lake", lake)
     assert code == 0 and f"{ENTRIES + 2} ledger entries verified" in output
+
+
+# --- a newcomer's first hour: pending work, ids, output, fresh demos ---------------------
+
+
+def validation_rows(lake: Path) -> pl.DataFrame:
+    """Real wine rows no contributor submitted (the Datanet's validation set)."""
+    table = DeltaTable(str(lake / "tables" / "validation_wine")).to_pyarrow_table()
+    return pl.DataFrame(pl.from_arrow(table))
+
+
+def sensor_tick(lake: Path) -> dg.SensorResult:
+    """One evaluation of `inbox_sensor` on the lake's own Dagster instance."""
+    instance = persistent_instance(lake)
+    try:
+        context = dg.build_sensor_context(
+            instance=instance, resources={"lake": LakeResource(root=str(lake))}
+        )
+        result = inbox_sensor(context)
+    finally:
+        instance.dispose()
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def test_sensor_requests_nothing_after_the_demo(demo_lake: Path) -> None:
+    result = sensor_tick(demo_lake)
+    assert result.run_requests == [] and result.dynamic_partitions_requests == []
+
+
+def test_sensor_and_run_pick_only_the_datanet_with_new_files(lake_copy: Path) -> None:
+    rows = pl.from_arrow(
+        DeltaTable(str(lake_copy / "tables" / "validation_wine")).to_pyarrow_table()
+    )
+    new_file = lake_copy.parent / "more.csv"
+    rows.head(6).write_csv(new_file)
+    code, output = run(
+        "contribute",
+        "--lake",
+        str(lake_copy),
+        "--datanet",
+        "wine",
+        "--contributor",
+        "gina",
+        str(new_file),
+    )
+    assert code == 0, output
+    first, second = sensor_tick(lake_copy), sensor_tick(lake_copy)
+    assert [r.partition_key for r in first.run_requests] == ["wine"]
+    assert first.run_requests[0].run_key == second.run_requests[0].run_key  # launched once
+    code, output = run("run", "--lake", str(lake_copy))
+    assert code == 0, output
+    assert "breast_cancer: nothing new, skipped" in output
+    assert "wine: 1 new inbox file(s)" in output
+    assert "wine · ingest: 1 new file(s), 6 rows in: 6 accepted" in output
+    assert "wine · valuation:" in output and "run " in output
+    assert sensor_tick(lake_copy).run_requests == []  # the CLI's run counts for the sensor
+    code, output = run("run", "--lake", str(lake_copy))
+    assert code == 0 and "wine: nothing new, skipped" in output
+
+
+def test_ids_any_unique_prefix_of_eight(demo_lake: Path, tmp_path: Path) -> None:
+    code, output = run(
+        "sql", "--lake", str(demo_lake), "--json", "select model_id from models order by 1"
+    )
+    models = [json.loads(line)["model_id"] for line in output.splitlines()]
+    proof = tmp_path / "p.json"
+    for prefix in (models[0][:8], models[0][:12], models[0].upper()):
+        code, output = run(
+            "prove",
+            "--lake",
+            str(demo_lake),
+            "--contributor",
+            "alice",
+            "--model",
+            prefix,
+            "--limit",
+            "1",
+            "--out",
+            str(proof),
+        )
+        assert code == 0, output
+        assert json.loads(proof.read_text())["model_id"] == models[0]
+    code, output = run(
+        "prove", "--lake", str(demo_lake), "--contributor", "alice", "--model", models[0][:7]
+    )
+    assert code == 2 and "at least 8 hex characters" in output
+
+
+def test_resolve_id_lists_ambiguous_matches() -> None:
+    from openledger_pipelines.cli._common import resolve_id
+
+    ids = ["abcdef0011", "abcdef0022", "ffff000000"]
+    assert resolve_id("ffff0000", ids, "model") == "ffff000000"
+    with pytest.raises(ValueError, match="ambiguous: abcdef0011, abcdef0022"):
+        resolve_id("abcdef00", ids, "model")
+    with pytest.raises(ValueError, match="no model"):
+        resolve_id("12345678", ids, "model")
+
+
+def test_piped_output_keeps_full_values(demo_lake: Path) -> None:
+    code, output = run("datanet", "list", "--lake", str(demo_lake))
+    assert code == 0 and "breast_cancer" in output and "…" not in output
+    assert "quarantined rows" in output and "rejected files" in output
+    code, output = run("tables", "--lake", str(demo_lake))
+    assert code == 0 and "contributions_wine" in output and "ledger" in output
+    code, output = run("tables", "--lake", str(demo_lake), "--json")
+    names = {json.loads(line)["table"] for line in output.splitlines()}
+    assert {"batches", "contributions_wine", "ledger"} <= names
+    code, output = run("statement", "--lake", str(demo_lake), "--contributor", "alice")
+    assert code == 0 and "…" not in output
+
+
+def test_missing_input_file_is_one_line_naming_it(demo_lake: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.csv"
+    for args in (
+        ["contribute", "--datanet", "wine", "--contributor", "ann", str(missing)],
+        ["verify-proof", str(missing)],
+        ["infer", "--datanet", "wine", str(missing)],
+    ):
+        code, output = (
+            run(*args, "--lake", str(demo_lake)) if args[0] != "verify-proof" else run(*args)
+        )
+        assert code == 2 and str(missing) in output and len(output.strip().splitlines()) == 1
+
+
+def test_epoch_close_attributes_pending_inferences_first(lake_copy: Path, tmp_path: Path) -> None:
+    queries = tmp_path / "q.csv"
+    rows = pl.from_arrow(
+        DeltaTable(str(lake_copy / "tables" / "validation_wine")).to_pyarrow_table()
+    )
+    rows.drop("label").head(3).write_csv(queries)
+    code, output = run("infer", "--lake", str(lake_copy), "--datanet", "wine", str(queries))
+    assert code == 0, output
+    code, output = run("epoch", "close", "--lake", str(lake_copy), "--datanet", "wine")
+    assert code == 0, output
+    assert "wine: attributing 3 pending inference(s) before closing" in output
+    assert "fees 3,000,000 from 3 inferences" in " ".join(output.split())
+
+
+def test_demo_fresh_refuses_a_lake_with_more_than_demo_data(
+    lake_copy: Path, tmp_path: Path
+) -> None:
+    from openledger_pipelines.demo import foreign_content
+
+    assert foreign_content(lake_copy) == []
+    (lake_copy / "specs" / "mine.yaml").write_text("name: mine\n")
+    code, output = run("demo", "--lake", str(lake_copy), "--fresh")
+    assert code == 2 and "refusing --fresh" in output and "specs/mine.yaml" in output
+    assert (lake_copy / "ledger").is_dir()  # nothing deleted

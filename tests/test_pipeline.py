@@ -61,9 +61,9 @@ def root(tmp_path: Path) -> Path:
     return lake
 
 
-def evaluate_sensor(root: Path, instance: dg.DagsterInstance, cursor: str | None):
+def evaluate_sensor(root: Path, instance: dg.DagsterInstance) -> dg.SensorResult:
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"lake": LakeResource(root=str(root))}
+        instance=instance, resources={"lake": LakeResource(root=str(root))}
     )
     result = inbox_sensor(context)
     assert isinstance(result, dg.SensorResult)
@@ -72,24 +72,35 @@ def evaluate_sensor(root: Path, instance: dg.DagsterInstance, cursor: str | None
     return result
 
 
+def run_keys(result: dg.SensorResult) -> dict[str, str]:
+    return {str(r.partition_key): str(r.run_key) for r in result.run_requests or []}
+
+
 def test_sensor_adds_partitions_and_requests_only_changed_datanets(
     root: Path, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
-    first = evaluate_sensor(root, instance, None)
+    first = evaluate_sensor(root, instance)
     assert sorted(instance.get_dynamic_partitions("datanets")) == ["alpha", "beta"]
-    assert sorted(r.partition_key for r in first.run_requests or []) == ["alpha", "beta"]
-
-    quiet = evaluate_sensor(root, instance, first.cursor)
-    assert not quiet.run_requests
+    assert sorted(run_keys(first)) == ["alpha", "beta"]
+    # nothing ran yet: the same work is asked for under the same run keys (launched once)
+    assert run_keys(evaluate_sensor(root, instance)) == run_keys(first)
 
     add_rows(root, "beta", "bob", [(5.0, 0)], tmp_path)
-    changed = evaluate_sensor(root, instance, quiet.cursor)
-    assert [r.partition_key for r in changed.run_requests or []] == ["beta"]
+    changed = run_keys(evaluate_sensor(root, instance))
+    assert changed["alpha"] == run_keys(first)["alpha"]
+    assert changed["beta"] != run_keys(first)["beta"]
 
     publish(root, "gamma")
-    new = evaluate_sensor(root, instance, changed.cursor)
-    assert [r.partition_key for r in new.run_requests or []] == ["gamma"]
+    new = run_keys(evaluate_sensor(root, instance))
+    assert set(new) == {"alpha", "beta", "gamma"} and new["beta"] == changed["beta"]
     assert "gamma" in instance.get_dynamic_partitions("datanets")
+
+
+def test_sensor_is_quiet_once_the_lake_has_recorded_everything(
+    root: Path, instance: dg.DagsterInstance
+) -> None:
+    assert run_datanets(root, instance, ["alpha"]) == {"alpha": True}
+    assert sorted(run_keys(evaluate_sensor(root, instance))) == ["beta"]
 
 
 def test_schedule_requests_every_datanet_once_a_day(instance: dg.DagsterInstance) -> None:

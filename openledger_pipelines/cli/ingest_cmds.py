@@ -1,0 +1,234 @@
+"""Ingest commands: Datanet specs, contributors, submissions, runs and the demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from openledger_pipelines.cli._common import (
+    DEFAULT_LAKE,
+    ContributorOption,
+    DatanetOption,
+    DatanetsOption,
+    LakeOption,
+    LogLevelOption,
+    err,
+    friendly_errors,
+    lake_root,
+    open_lake,
+    out,
+)
+
+datanet_app = typer.Typer(help="Datanet specs: create and list.", no_args_is_help=True)
+contributor_app = typer.Typer(help="Contributors and their signing keys.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(datanet_app, name="datanet")
+    app.add_typer(contributor_app, name="contributor")
+    app.command("contribute")(contribute)
+    app.command("run")(run)
+    app.command("demo")(demo)
+
+
+@datanet_app.command("create")
+@friendly_errors
+def datanet_create(
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Datanet spec file (YAML or JSON).")],
+    lake: LakeOption = DEFAULT_LAKE,
+) -> None:
+    """Validate a spec and publish it (a changed spec becomes a new version)."""
+    from assets.datanets import SpecError
+    from assets.layout import install_spec
+
+    try:
+        text = spec.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{spec} is not UTF-8 text: {exc}") from None
+    parsed, changed = install_spec(lake_root(lake), text, str(spec))
+    state = "published" if changed else "unchanged"
+    out.print(f"{parsed.name}: {state}, spec hash {parsed.spec_hash()}", highlight=False)
+
+
+@datanet_app.command("list")
+@friendly_errors
+def datanet_list(
+    lake: LakeOption = DEFAULT_LAKE,
+    as_json: Annotated[bool, typer.Option("--json", help="Rows as JSON lines.")] = False,
+) -> None:
+    """Datanets with a spec, their versions and what has been ingested."""
+    from openledger_pipelines.statements import datanet_summaries
+
+    rows = datanet_summaries(open_lake(lake))
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    from rich.table import Table
+
+    grid = Table(*(rows[0].keys() if rows else ["datanet"]))
+    for row in rows:
+        grid.add_row(*(str(v) for v in row.values()))
+    out.print(grid)
+
+
+@contributor_app.command("add")
+@friendly_errors
+def contributor_add(
+    datanet: DatanetOption,
+    contributor: ContributorOption,
+    lake: LakeOption = DEFAULT_LAKE,
+    public_key: Annotated[
+        str | None,
+        typer.Option(metavar="HEX", help="Ed25519 public key (hex) if you hold your own key."),
+    ] = None,
+    key_out: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Where to write a new key file.")
+    ] = None,
+) -> None:
+    """Register a contributor's Ed25519 public key with a Datanet (creating a key if needed)."""
+    from assets.datanets import SpecError, check_contributor_id, check_datanet_name
+    from assets.layout import Registration, new_contributor_key, spec_names, write_registration
+
+    root = lake_root(lake)
+    check_datanet_name(datanet)
+    check_contributor_id(contributor)
+    if datanet not in spec_names(root):
+        raise SpecError(f"no Datanet {datanet!r}; create it first with `openledger datanet create`")
+    if public_key is None:
+        path, public_key = new_contributor_key(root, datanet, contributor, key_out)
+        out.print(f"new signing key for {contributor}: {path} (keep it private)", highlight=False)
+    elif len(bytes.fromhex(public_key)) != 32:
+        raise SpecError("--public-key must be 32 bytes of hex (an Ed25519 public key)")
+    write_registration(root, Registration(datanet, contributor, public_key, datetime.now(UTC)))
+    out.print(f"{contributor} registered with {datanet}, public key {public_key}", highlight=False)
+
+
+@contributor_app.command("list")
+@friendly_errors
+def contributor_list(datanet: DatanetOption, lake: LakeOption = DEFAULT_LAKE) -> None:
+    """Registered contributors of a Datanet."""
+    from rich.table import Table
+
+    from assets.layout import registrations
+
+    found, problems = registrations(lake_root(lake), datanet)
+    grid = Table("contributor", "public key", "registered at")
+    for reg in found:
+        grid.add_row(reg.contributor, reg.public_key, reg.registered_at.isoformat())
+    out.print(grid)
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {problem}", highlight=False)
+
+
+@friendly_errors
+def contribute(
+    datanet: DatanetOption,
+    contributor: Annotated[str, typer.Option(metavar="ID", help="Your contributor id.")],
+    files: Annotated[
+        list[Path], typer.Argument(metavar="FILE...", help="CSV, Parquet or JSON Lines files.")
+    ],
+    lake: LakeOption = DEFAULT_LAKE,
+    key: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Your key file (default: the lake's).")
+    ] = None,
+) -> None:
+    """Submit files to a Datanet's inbox, signed with your key; `openledger run` ingests them."""
+    from assets.datanets import SpecError, check_datanet_name
+    from assets.layout import spec_names, submit
+
+    root = lake_root(lake)
+    check_datanet_name(datanet)
+    if datanet not in spec_names(root):
+        raise SpecError(f"no Datanet {datanet!r}")
+    for file in files:
+        if not file.exists():
+            raise SpecError(f"no such file: {file}")
+        if not file.is_file():
+            raise SpecError(f"{file} is not a regular file")
+    for file in files:
+        target = submit(root, datanet, contributor, file, key_file=key)
+        out.print(f"submitted {file} as {target.name}", highlight=False)
+
+
+@friendly_errors
+def run(
+    lake: LakeOption = DEFAULT_LAKE,
+    datanet: DatanetsOption = None,
+    force: Annotated[
+        bool, typer.Option(help="Run even the Datanets with nothing new (re-check everything).")
+    ] = False,
+    log_level: LogLevelOption = "WARNING",
+) -> None:
+    """Materialize what is pending through Dagster, in-process, on the shared instance.
+
+    A Datanet runs when its spec, registrations, inbox or inference log hold something the
+    lake has not recorded yet (or a previous run stopped short); the others are skipped."""
+    from openledger_pipelines.cli.progress import StageReporter
+    from openledger_pipelines.pending import pending_work
+    from openledger_pipelines.runner import persistent_instance, run_datanets
+
+    store = open_lake(lake)
+    root = store.root_path()
+    names = _datanets_or_all(root, datanet)
+    work = {name: pending_work(store, name) for name in names}
+    for name, pending in work.items():
+        if pending or force:
+            out.print(f"{name}: {'; '.join(pending.reasons) or 'forced'}", highlight=False)
+        else:
+            out.print(f"{name}: nothing new, skipped", highlight=False)
+    todo = [name for name, pending in work.items() if pending or force]
+    if not todo:
+        return
+    instance = persistent_instance(root)
+    outcome: dict[str, bool] = {}
+    try:
+        with StageReporter(out) as reporter:
+            for name in todo:
+                outcome |= run_datanets(
+                    root,
+                    instance,
+                    [name],
+                    on_done=reporter.run_done,
+                    log_level=log_level.upper(),
+                    assets=None if force else work[name].assets,
+                    progress=reporter,
+                )
+    finally:
+        instance.dispose()
+    if not all(outcome.values()):
+        raise typer.Exit(1)
+
+
+def _datanets_or_all(root: Path, datanet: list[str] | None) -> list[str]:
+    """The named Datanets (each must have a spec), or all of them."""
+    from assets.datanets import SpecError, check_datanet_name
+    from assets.layout import spec_names
+
+    names = spec_names(root)
+    for name in datanet or []:
+        check_datanet_name(name)
+        if name not in names:
+            raise SpecError(f"no Datanet {name!r}; known: {', '.join(names) or 'none'}")
+    return list(datanet or names)
+
+
+@friendly_errors
+def demo(
+    lake: LakeOption = DEFAULT_LAKE,
+    fresh: Annotated[
+        bool,
+        typer.Option(help="Start from an empty lake (refused if it holds more than demo data)."),
+    ] = False,
+) -> None:
+    """Run the main job on the embedded demo data and print a summary."""
+    out.print(f"openledger demo: lake {lake.resolve()}", highlight=False)
+    from openledger_pipelines.demo import run_demo
+
+    if not run_demo(lake, out, fresh=fresh):
+        raise typer.Exit(1)
