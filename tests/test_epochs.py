@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from demo_pipeline import build_demo_lake, commit_forged_rewards
 from hypothesis import given, settings
+from hypothesis_budget import examples
 
 from assets.datanets import RewardPolicy
 from assets.demo_data import demo_spec, split_bundled
@@ -117,7 +118,7 @@ standing = st.tuples(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     people=st.lists(standing, min_size=1, max_size=12),
     pool=st.integers(0, 10**15),

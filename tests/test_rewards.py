@@ -7,6 +7,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from assets.rewards import FeePolicy, Standing, capped_shares, split_fee, split_pool
 
@@ -24,7 +25,7 @@ standings = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.integers(0, 10**24), standings, st.floats(0, 3), st.floats(0.01, 1))
 def test_every_pool_sums_exactly(pool: int, people: list[Standing], z: float, cap: float) -> None:
     split = split_pool(pool, people, z, cap)
@@ -38,7 +39,7 @@ def test_every_pool_sums_exactly(pool: int, people: list[Standing], z: float, ca
     assert split == split_pool(pool, people, z, cap)  # deterministic
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.integers(1, 10**18), standings, st.floats(0.05, 1))
 def test_caps_are_respected(pool: int, people: list[Standing], cap: float) -> None:
     split = split_pool(pool, people, 1.0, cap)
@@ -80,7 +81,7 @@ def test_water_filling_caps() -> None:
     assert alone == {"a": Fraction(1, 3)}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.integers(0, 10**20),
     st.dictionaries(st.text("abcdef", min_size=1, max_size=4), st.integers(0, 10**9), max_size=12),
