@@ -210,12 +210,9 @@ def close_epoch(inputs: EpochInputs) -> ClosedEpoch:
     policy_hash = policy.policy_hash()
     common = {"datanet": inputs.datanet, "epoch": inputs.epoch, "datanet_epoch": key}
 
-    weight_total = sum(split.weights.values(), Fraction(0))
     rewards = []
     for s in people:
-        capped = weight_total > 0 and split.weights[s.contributor] / weight_total > Fraction(
-            policy.max_share_per_contributor
-        )
+        capped = s.contributor in split.capped
         amount = split.amounts[s.contributor]
         rewards.append(
             {

@@ -6,7 +6,9 @@ inputs always give the same amounts:
 
 - a contributor's pool weight is max(value − z·SE, 0) × quality multiplier (a lower
   confidence bound of their Shapley value, so a value inside its error bar of zero earns
-  nothing), with an optional cap on any one contributor's share;
+  nothing), with an optional cap on any one contributor's share: no amount ever exceeds
+  floor(cap × pool), and what the cap leaves unpaid carries over (never to anyone with
+  zero weight);
 - negative or zero values earn nothing and are flagged; a value within its error bar of
   zero is reported as such;
 - if nobody has positive weight, the whole pool carries over to the next epoch;
@@ -39,6 +41,7 @@ class PoolSplit:
     carried_over: int
     weights: dict[str, Fraction]
     flags: dict[str, list[str]] = field(default_factory=dict)
+    capped: list[str] = field(default_factory=list)  # paid at the cap, sorted
 
 
 def pool_weight(standing: Standing, z: float) -> Fraction:
@@ -46,6 +49,15 @@ def pool_weight(standing: Standing, z: float) -> Fraction:
     lower = Fraction(standing.value) - Fraction(z) * Fraction(standing.std_error)
     quality = min(max(Fraction(standing.quality), Fraction(0)), Fraction(1))
     return max(lower, Fraction(0)) * quality
+
+
+def share_cap(max_share: float) -> Fraction:
+    """The cap as the decimal the policy states: 0.3 is 3/10, not the float just below it,
+    so a capped contributor is paid floor(0.3 × pool), not one unit less."""
+    cap = Fraction(str(max_share))
+    if not 0 < cap <= 1:
+        raise ValueError("max_share must be in (0, 1]")
+    return cap
 
 
 def capped_shares(weights: Mapping[str, Fraction], cap: Fraction) -> dict[str, Fraction]:
@@ -73,16 +85,22 @@ def capped_shares(weights: Mapping[str, Fraction], cap: Fraction) -> dict[str, F
     return {k: shares.get(k, Fraction(0)) for k in weights}
 
 
-def split_pool(
-    pool: int, standings: Sequence[Standing], z: float, max_share: float = 1.0
-) -> PoolSplit:
-    """Integer amounts of an epoch pool; amounts + carried_over == pool, always."""
-    if pool < 0:
-        raise ValueError("a pool cannot be negative")
-    names = [s.contributor for s in standings]
-    if len(set(names)) != len(names):
-        raise ValueError("each contributor may appear once")
-    weights = {s.contributor: pool_weight(s, z) for s in standings}
+def capped_amounts(pool: int, shares: Mapping[str, Fraction], ceiling: int) -> dict[str, int]:
+    """Largest remainder over the paid part, floor(pool × Σ shares), with no amount above
+    `ceiling` (floor(cap × pool)): a cap is a hard limit in base units, so a unit of rounding
+    that would lift someone over it is left to the carry-over instead."""
+    exact = {k: pool * s for k, s in shares.items()}
+    amounts = {k: int(x) for k, x in exact.items()}  # floor: at most ceiling, as s ≤ cap
+    left = int(pool * sum(shares.values(), Fraction(0))) - sum(amounts.values())
+    by_remainder = sorted(exact, key=lambda k: (-(exact[k] - amounts[k]), k))
+    room = [k for k in by_remainder if exact[k] > amounts[k] and amounts[k] < ceiling]
+    for k in room[:left]:
+        amounts[k] += 1
+    return amounts
+
+
+def pool_flags(standings: Sequence[Standing], z: float) -> dict[str, list[str]]:
+    """Why a contributor earns nothing (or may), for their statement."""
     flags: dict[str, list[str]] = {}
     for s in standings:
         marks = []
@@ -96,15 +114,25 @@ def split_pool(
             marks.append("zero_quality")
         if marks:
             flags[s.contributor] = marks
-    shares = capped_shares(weights, Fraction(max_share))
-    distributed = sum(shares.values(), Fraction(0))
-    if distributed == 0:
-        return PoolSplit(dict.fromkeys(names, 0), pool, weights, flags)
-    to_pay = int(pool * distributed)  # floor: what capping leaves unpaid carries over
-    keys = sorted(shares)
-    parts = split_integer(to_pay, [shares[k] for k in keys], keys)
-    amounts = dict(zip(keys, parts, strict=True))
-    return PoolSplit({n: amounts[n] for n in names}, pool - to_pay, weights, flags)
+    return flags
+
+
+def split_pool(
+    pool: int, standings: Sequence[Standing], z: float, max_share: float = 1.0
+) -> PoolSplit:
+    """Integer amounts of an epoch pool; amounts + carried_over == pool, always."""
+    if pool < 0:
+        raise ValueError("a pool cannot be negative")
+    names = [s.contributor for s in standings]
+    if len(set(names)) != len(names):
+        raise ValueError("each contributor may appear once")
+    cap = share_cap(max_share)
+    weights = {s.contributor: pool_weight(s, z) for s in standings}
+    shares = capped_shares(weights, cap)
+    amounts = capped_amounts(pool, shares, int(cap * pool))
+    capped = sorted(k for k, share in shares.items() if cap < 1 and share == cap)
+    carried = pool - sum(amounts.values())
+    return PoolSplit(amounts, carried, weights, pool_flags(standings, z), capped)
 
 
 @dataclass(frozen=True)

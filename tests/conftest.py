@@ -1,13 +1,27 @@
 """Shared fixtures: every test gets its own lake under tmp_path; the demo lake is built
-once per test process and copied by the tests that change it."""
+once per test process and copied by the tests that change it.
+
+Hypothesis profiles, chosen by $HYPOTHESIS_PROFILE (default `ci`). Neither reads or writes
+an example database, so a run never depends on a local `.hypothesis/`; a failure prints the
+blob that replays it. `thorough` raises max_examples 20-fold, and `examples(n)` in
+`hypothesis_budget.py` scales each test's pinned count by the same factor.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from ledger.lake import Lake
+
+settings.register_profile("ci", database=None, print_blob=True)
+settings.register_profile(
+    "thorough", max_examples=2_000, deadline=None, database=None, print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from ledger import commitment
 from ledger.commitment import (
@@ -30,7 +31,7 @@ from ledger.encoding import UnsupportedTypeError, encode_rows, schema_hash
 from ledger.hashing import root_of_leaf_hashes
 from ledger.merkle import EMPTY_ROOT, root
 
-SETTINGS = settings(max_examples=30, deadline=None)
+SETTINGS = settings(max_examples=examples(30), deadline=None)
 
 SCHEMA = pa.schema(
     [

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from ledger.checkpoint import Checkpoint
 from ledger.commitment import commit_table
@@ -38,7 +39,7 @@ from ledger.encoding import (
 from ledger.log import ENTRY_FIELDS, entry_leaf
 from ledger.proofcheck import check_proof_document, decode_row, leaf_hash
 
-SETTINGS = settings(max_examples=50, deadline=None)
+SETTINGS = settings(max_examples=examples(50), deadline=None)
 
 # --- golden examples of docs/ledger-spec.md §9 ------------------------------------------
 EMPTY_HEX = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

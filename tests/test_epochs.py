@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,7 @@ import polars as pl
 import pytest
 from demo_pipeline import build_demo_lake, commit_forged_rewards
 from hypothesis import given, settings
+from hypothesis_budget import examples
 
 from assets.datanets import RewardPolicy
 from assets.demo_data import demo_spec, split_bundled
@@ -117,7 +119,7 @@ standing = st.tuples(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     people=st.lists(standing, min_size=1, max_size=12),
     pool=st.integers(0, 10**15),
@@ -146,7 +148,9 @@ def test_every_pool_and_fee_sums_exactly(people, pool, carried, fees, cap) -> No
     assert record["paid_pool"] + record["carried_out"] == record["pool"]
     assert closed.rewards["amount"].min() >= 0  # type: ignore[operator]
     statements = closed.statements
+    ceiling = int(Fraction(str(cap)) * (pool + carried))  # a cap is a hard limit in base units
     for row in statements.iter_rows(named=True):
+        assert row["amount_pool"] <= ceiling
         if row["value"] <= 0:
             assert row["amount_pool"] == 0
             assert {"negative_value", "zero_value"} & set(row["flags"].split(","))
@@ -156,6 +160,17 @@ def test_every_pool_and_fee_sums_exactly(people, pool, carried, fees, cap) -> No
     again = close_epoch(inputs)
     for table in ("epochs", "rewards", "statements"):
         assert getattr(again, table).equals(getattr(closed, table))
+
+
+def test_everyone_held_to_the_cap_is_marked_capped_and_the_rest_carries() -> None:
+    people = [("a", 0.8, 0.0, 1.0), ("b", 0.1, 0.0, 1.0), ("c", 0.1, 0.0, 1.0)]
+    closed = close_epoch(inputs_for(people, 1000, [], max_share=0.3))
+    pool_rows = closed.rewards.filter(pl.col("source") == "pool")
+    paid = dict(zip(pool_rows["recipient"], pool_rows["amount"], strict=True))
+    reasons = dict(zip(pool_rows["recipient"], pool_rows["reason"], strict=True))
+    assert [paid[n] for n in "abc"] == [300, 300, 300]  # b and c capped in the second round
+    assert all(reasons[n].endswith(", capped") for n in "abc")
+    assert closed.epochs.row(0, named=True)["carried_out"] == 100
 
 
 def test_nobody_positive_carries_the_whole_pool_over() -> None:

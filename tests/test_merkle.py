@@ -21,12 +21,13 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from ledger import merkle
 from ledger.hashing import EMPTY_ROOT, TreeBuilder, perfect_subtree_root, sha256_binary
 from ledger.proofcheck import leaf_hash, node_hash, root_from_inclusion_proof
 
-FAST = settings(max_examples=60, deadline=None)
+FAST = settings(max_examples=examples(60), deadline=None)
 
 # --- transparency-dev/merkle testonly/constants.go ----------------------------------------
 LEAVES: list[bytes] = [

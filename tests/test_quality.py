@@ -11,6 +11,7 @@ import pytest
 from demo_pipeline import build_demo_lake
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 from typer.testing import CliRunner
 
 from assets.datanets import parse_spec
@@ -176,7 +177,7 @@ def test_outliers_lose_typicality() -> None:
     assert scores[-1] < 0.01 and scores[:-1].min() > 0.99
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(
     st.lists(st.floats(-100, 100), min_size=1, max_size=40),
     st.lists(st.sampled_from([0, 1]), min_size=40, max_size=40),

@@ -15,6 +15,7 @@ import pytest
 from demo_pipeline import build_demo_lake
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_budget import examples
 
 from assets.allocation import split_integer
 from assets.attribution import SHARES_PPB, build_utility, value_contributors
@@ -59,7 +60,7 @@ def brute_force_shapley(utility, n: int) -> np.ndarray:
     return phi / math.factorial(n)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(st.lists(st.floats(-1, 1), min_size=1, max_size=8))
 def test_exact_equals_the_weights_of_an_additive_game(weights: list[float]) -> None:
     result = exact_shapley(partial(additive, weights), [f"p{i}" for i in range(len(weights))])
@@ -178,7 +179,7 @@ def test_truncation_saves_evaluations_on_a_saturating_game() -> None:
     assert cut.notes["pairs"] > full.notes["pairs"]  # more permutations for the same budget
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     st.integers(2, 8),
     st.integers(0, 2**32 - 1),
@@ -247,7 +248,7 @@ def test_first_position_control_shrinks_the_errors_on_a_steep_learning_curve() -
     assert controlled.utility_evaluations == plain.utility_evaluations + n
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     alone=st.lists(
         st.floats(-1.0, 1.0, allow_nan=False, allow_subnormal=False), min_size=3, max_size=6
@@ -529,7 +530,7 @@ def test_knn_shapley_does_not_depend_on_the_chunk_size() -> None:
         assert np.allclose(knn_shapley(x, y, xt, yt, k=5, chunk=chunk), reference, atol=1e-15)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     st.integers(1, 6),
     st.integers(1, 200),
@@ -543,7 +544,7 @@ def test_nearest_first_breaks_ties_by_index(rows: int, n: int, levels: int, seed
     assert np.array_equal(nearest_first(distances), expected)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(st.integers(0, 10**12), st.lists(st.floats(0, 1e6), min_size=1, max_size=30))
 def test_split_integer_sums_exactly(total: int, weights: list[float]) -> None:
     if sum(weights) == 0:
@@ -719,7 +720,7 @@ def test_exact_banzhaf_equals_the_definition(seed: int) -> None:
     assert np.allclose(exact.values, brute_force_banzhaf(game, 6), atol=1e-12)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(st.lists(st.floats(-1, 1), min_size=1, max_size=8))
 def test_banzhaf_of_an_additive_game_is_each_weight(weights: list[float]) -> None:
     result = exact_banzhaf(partial(additive, weights), [f"p{i}" for i in range(len(weights))])
