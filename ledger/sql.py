@@ -3,6 +3,12 @@
 Tables are registered as Arrow datasets from deltalake (`to_pyarrow_dataset`), which
 works offline with any DuckDB version; DuckDB's own `delta` extension is downloaded at
 run time and is not used.
+
+A connection is a sandbox over the lake: once the tables are registered, DuckDB's own
+file system access is switched off and the configuration locked, so SQL cannot read files
+(`read_csv('/etc/passwd')`, `glob`), write them (`COPY ... TO`, `EXPORT`), attach
+databases or install and load extensions. `check_read_only` also refuses every statement
+but SELECT and EXPLAIN (docs/security.md).
 """
 
 from __future__ import annotations
@@ -32,7 +38,34 @@ def connect(lake: Lake, versions: Mapping[str, int] | None = None) -> duckdb.Duc
         raise LakeError(f"the ledger has no version {versions.get('ledger')}: {exc}") from exc
     if ledger is not None:
         con.register("ledger", ledger.to_pyarrow_dataset())
+    for setting in SANDBOX:
+        con.execute(setting)
     return con
+
+
+# Applied after the lake's tables are registered; the last one freezes the others.
+SANDBOX = (
+    "SET enable_external_access = false",
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET lock_configuration = true",
+)
+READ_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def check_read_only(query: str) -> None:
+    """Refuse any statement but SELECT (incl. SHOW, DESCRIBE, SUMMARIZE) and EXPLAIN."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise LakeError(str(exc).splitlines()[0]) from None
+    for statement in statements:
+        kind = statement.type.name
+        if kind not in READ_STATEMENTS:
+            raise LakeError(
+                f"{kind} statements are refused: queries over the lake are read-only "
+                "(SELECT or EXPLAIN; write results with `openledger sql --out FILE`)"
+            )
 
 
 def rows_where(lake: Lake, table: str, where: str, params: list[object]) -> list[dict[str, object]]:

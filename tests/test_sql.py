@@ -129,3 +129,75 @@ def test_empty_lake_has_no_views(tmp_path: Path) -> None:
 def test_missing_ledger_version_raises_lake_error(slake: Lake) -> None:
     with pytest.raises(LakeError, match="no version 99"):
         connect(slake, versions={"ledger": 99})
+
+
+# --- the sandbox: SQL reads the lake's tables and nothing else ------------------------------
+
+SANDBOX_ESCAPES = [
+    ("select * from read_csv('/etc/passwd')", "file system operations are disabled"),
+    ("select * from glob('{home}/*')", "file system operations are disabled"),
+    ("select * from read_text('/etc/hostname')", "file system operations are disabled"),
+    ("copy models to '{tables}/models/evil.parquet'", "COPY statements are refused"),
+    ("copy (select 1) to '/tmp/openledger-escape.csv'", "COPY statements are refused"),
+    ("attach '{home}/evil.duckdb' as evil", "ATTACH statements are refused"),
+    ("install httpfs", "LOAD statements are refused"),
+    ("load httpfs", "LOAD statements are refused"),
+    ("set enable_external_access = true", "SET statements are refused"),
+    ("export database '{home}/dump'", "EXPORT statements are refused"),
+    ("create table stash as select 1", "CREATE statements are refused"),
+]
+
+
+@pytest.mark.parametrize(("query", "message"), SANDBOX_ESCAPES)
+def test_cli_sql_refuses_escapes_in_one_line(
+    slake: Lake, tmp_path: Path, query: str, message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from openledger_pipelines.cli import app
+
+    before = sorted(p.relative_to(slake.root_path()) for p in slake.root_path().rglob("*"))
+    text = query.format(home=tmp_path, tables=slake.root_path() / "tables")
+    result = CliRunner().invoke(app, ["sql", text, "--lake", str(slake.root)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    after = sorted(p.relative_to(slake.root_path()) for p in slake.root_path().rglob("*"))
+    assert after == before and list(tmp_path.iterdir()) == []  # nothing written anywhere
+
+
+def test_python_connections_are_sandboxed_too(slake: Lake) -> None:
+    import duckdb
+
+    con = connect(slake)
+    assert con.execute("select count(*) from models").fetchone() == (2,)
+    for query in ("select * from read_csv('/etc/passwd')", "copy models to '/tmp/x.csv'"):
+        with pytest.raises(duckdb.PermissionException):
+            con.execute(query)
+    with pytest.raises(duckdb.InvalidInputException, match="configuration has been locked"):
+        con.execute("set enable_external_access = true")
+
+
+def test_sql_out_writes_results_through_the_cli(slake: Lake, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from openledger_pipelines.cli import app
+
+    target = tmp_path / "models.parquet"
+    result = CliRunner().invoke(
+        app,
+        [
+            "sql",
+            "select * from models order by model_id",
+            "--lake",
+            str(slake.root),
+            "--out",
+            str(target),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(target).column("model_id").to_pylist() == ["m1", "m2"]
+    result = CliRunner().invoke(
+        app, ["sql", "select 1", "--lake", str(slake.root), "--out", str(tmp_path / "x.txt")]
+    )
+    assert result.exit_code == 2 and ".csv, .parquet, .jsonl" in result.output

@@ -169,6 +169,9 @@ def consistency(
     write_json(consistency_proof_document(open_lake(lake), old, new), output)
 
 
+OUT_FORMATS = (".csv", ".parquet", ".jsonl", ".json")
+
+
 @friendly_errors
 def sql(
     query: Annotated[
@@ -180,10 +183,20 @@ def sql(
         typer.Option(metavar="TABLE=VERSION", help="Read a table at a Delta version (repeat)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Rows as JSON lines.")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", metavar="FILE", help="Write the rows to FILE (.csv, .parquet or .jsonl)."
+        ),
+    ] = None,
 ) -> None:
-    """Run DuckDB SQL over every table of the lake (one view per table, plus `ledger`)."""
-    from ledger.sql import connect
+    """Run read-only DuckDB SQL over every table of the lake (one view per table, plus
+    `ledger`). SQL cannot touch files: results go to stdout, or to --out."""
+    from ledger.sql import check_read_only, connect
 
+    if output is not None and output.suffix not in OUT_FORMATS:
+        raise ValueError(f"--out {output}: use a file ending in {', '.join(OUT_FORMATS)}")
+    check_read_only(query)
     versions = {}
     for name, text in parse_pairs(at or [], "--at").items():
         try:
@@ -194,6 +207,9 @@ def sql(
     try:
         result = con.sql(query)
         if result is None:
+            return
+        if output is not None:
+            _write_rows(result.arrow(), output)
             return
         columns, rows = result.columns, result.fetchall()
     finally:
@@ -208,6 +224,27 @@ def sql(
     for row in rows:
         grid.add_row(*("" if v is None else str(v) for v in row))
     out.print(grid)
+
+
+def _write_rows(table: object, path: Path) -> None:
+    """Query results to a file the CLI writes (never DuckDB): CSV, Parquet or JSON Lines."""
+    import pyarrow as pa
+
+    rows = table.read_all() if isinstance(table, pa.RecordBatchReader) else table
+    assert isinstance(rows, pa.Table)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(rows, path)
+    elif path.suffix == ".csv":
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(rows, path)
+    else:
+        with path.open("w", encoding="utf-8") as fh:
+            for row in rows.to_pylist():
+                fh.write(json.dumps(row, default=str) + "\n")
+    err.print(f"wrote {rows.num_rows} rows to {path}", highlight=False)
 
 
 @friendly_errors
