@@ -43,7 +43,7 @@ def shell_commands(body: str) -> list[str]:
     for line in body.splitlines():
         current += line.strip() if current else line.rstrip()
         if current.endswith("\\"):
-            current = current[:-1] + " "
+            current = current[:-1].rstrip() + " "
             continue
         if current.strip() and not current.lstrip().startswith("#"):
             commands.append(current.strip())
