@@ -64,7 +64,7 @@ LABEL_CHECK_ROUNDS = 50
 
 
 def validity(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
-    nullable = [c.name for c in spec.columns if c.nullable]
+    nullable = [c.identifier for c in spec.columns if c.nullable]
     if not nullable or rows.height == 0:
         return np.ones(rows.height)
     present = rows.select(pl.sum_horizontal(pl.col(c).is_not_null() for c in nullable))
@@ -78,12 +78,12 @@ def uniqueness(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
     decimals = spec.quality.near_duplicate_decimals
     normalized = []
     for col in spec.columns:
-        expr = pl.col(col.name)
+        expr = pl.col(col.identifier)
         if col.type == "float":
             expr = expr.round(decimals)
         elif col.type in ("category", "string"):
             expr = expr.cast(pl.String).str.strip_chars().str.to_lowercase()
-        normalized.append(expr.alias(col.name))
+        normalized.append(expr.alias(col.identifier))
     order = ["received_at", "contributor", "batch_id", "row_index"]
     keyed = (
         rows.with_row_index("__pos")
@@ -123,7 +123,7 @@ def label_consistency(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
 
 
 def typicality(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
-    numeric = [c.name for c in spec.features if c.type in ("float", "int")]
+    numeric = [c.identifier for c in spec.features if c.type in ("float", "int")]
     if not numeric or rows.height == 0:
         return np.ones(rows.height)
     x = rows.select(pl.col(numeric).cast(pl.Float64)).to_numpy()

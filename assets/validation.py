@@ -20,16 +20,17 @@ from assets.layout import inside
 
 
 def validation_set(spec: DatanetSpec, specs_dir: Path) -> pl.DataFrame:
-    """The spec's validation rows, typed by the spec's columns."""
+    """The spec's validation rows, typed by the spec's columns and keyed by lake column."""
     source = spec.validation
-    columns = {c.name: c.polars_type() for c in spec.columns}
+    columns = {c.identifier: c.polars_type() for c in spec.columns}
     if source.kind == "bundled":
         try:
             _, frame = split_bundled(source.name, source.fraction, source.seed)
         except ValueError as exc:
             raise SpecError(f"{spec.name}: {exc}") from None
-        missing = sorted(set(columns) - set(frame.columns))
+        missing = sorted({c.name for c in spec.columns} - set(frame.columns))
         if missing:
             raise SpecError(f"{spec.name}: bundled set {source.name!r} lacks columns {missing}")
-        return frame.select(list(columns)).cast(columns)  # type: ignore[arg-type]
+        renamed = frame.select(pl.col(c.name).alias(c.identifier) for c in spec.columns)
+        return renamed.cast(columns)  # type: ignore[arg-type]
     return read_strict(inside(specs_dir, source.name), spec).select(list(columns))
