@@ -329,9 +329,17 @@ def _message(msg: str) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def load_spec(path: Path) -> DatanetSpec:
+def read_spec_text(path: Path) -> str:
+    """A spec file's text; SpecError naming the path when it is missing or not UTF-8."""
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec {path}: {exc}") from exc
-    return parse_spec(text, str(path))
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from None
+
+
+def load_spec(path: Path) -> DatanetSpec:
+    return parse_spec(read_spec_text(path), str(path))

@@ -686,19 +686,31 @@ def reconcile(result: IngestResult) -> list[str]:
     return problems
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """A message on one line (parsers' errors span several), cut to `limit` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def read_strict(path: Path, spec: DatanetSpec) -> pl.DataFrame:
     """Every row of a file that is not a contribution (a validation set, queries), typed by
-    the spec; an unusable file or any invalid row raises SpecError instead of quarantine."""
+    the spec; a missing or unusable file or any invalid row raises SpecError (one line
+    naming the path) instead of quarantine."""
+    if not path.is_file():
+        raise SpecError(f"{path}: no such file")
     try:
         raw, bad_lines = read_text_columns(path, spec.max_file_bytes)
         good, bad = validate_rows(*conform_columns(raw, spec), spec)
     except (FileRejected, OSError) as exc:
         reason = exc.reason if isinstance(exc, FileRejected) else exc.__class__.__name__
-        raise SpecError(f"{path.name}: {reason}: {exc}") from None
+        message = exc.message if isinstance(exc, FileRejected) else exc.strerror or exc
+        raise SpecError(one_line(f"{path}: {reason}: {message}")) from None
     if bad.height or bad_lines.height:
         first = (bad if bad.height else bad_lines).row(0, named=True)
         raise SpecError(
-            f"{path.name}: {bad.height + bad_lines.height} invalid rows, e.g. "
-            f"row {first['row_index']}: {first['message']}"
+            one_line(
+                f"{path}: {bad.height + bad_lines.height} invalid rows, e.g. "
+                f"row {first['row_index']}: {first['message']}"
+            )
         )
     return good.drop("row_index")

@@ -123,8 +123,8 @@ def mixed_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("mixed")
     root = tmp / "lake"
     rng = np.random.default_rng(3)
-    install_spec(root, json.dumps(spec_doc(FEATURES)))
-    table(rng, 24).write_csv(root / "specs" / "held_out.csv")
+    table(rng, 24).write_csv(tmp / "held_out.csv")
+    install_spec(root, json.dumps(spec_doc(FEATURES)), base=tmp)
     files = {
         "ann": (tmp / "ann.csv", pl.DataFrame.write_csv),
         "bob": (tmp / "bob.parquet", pl.DataFrame.write_parquet),
