@@ -273,6 +273,8 @@ def new_contributor_key(
 def signer(key_file: Path, contributor: str) -> Callable[[bytes], str]:
     """A function signing messages (hex signature) with a contributor's key file; a file
     that names someone else is refused."""
+    if not key_file.is_file():
+        raise SpecError(f"{key_file}: no such key file")
     try:
         doc = json.loads(key_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -296,6 +298,10 @@ def submit(
     key file when one is given (or exists at the default place) unless `sign` is False."""
     check_datanet_name(datanet)
     check_contributor_id(contributor)
+    if not source.is_file():
+        raise SpecError(f"{source}: no such file")
+    if sign and key_file is not None and not key_file.is_file():
+        raise SpecError(f"{key_file}: no such key file")  # never fall back to unsigned
     data = source.read_bytes()
     batch_id = hashlib.sha256(data).hexdigest()
     name = f"{batch_id[:16]}-{contributor}-{safe_file_name(source.name)}"
