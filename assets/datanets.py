@@ -11,17 +11,36 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 CONTRIBUTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_AMOUNT = 2**62  # amounts are int64 base units; pools and fees stay well inside
-RESERVED_COLUMNS = {"datanet", "contributor", "batch_id", "received_at", "row_hash", "row_index"}
+RESERVED_COLUMNS = ("datanet", "contributor", "batch_id", "received_at", "row_hash", "row_index")
+MAX_COLUMN_NAME = 200
+MAX_LAKE_COLUMN = 63
+# The one rule for column names (docs/ingestion.md), printed verbatim when a name is refused.
+COLUMN_RULE = (
+    f"a column name is spelled as the files' headers spell it: 1-{MAX_COLUMN_NAME} "
+    "characters, no control characters, no spaces at either end; its lake column is the "
+    "name lower-cased with accents dropped, each run of characters other than a-z and 0-9 "
+    "made one '_', none at either end, and 'c_' in front when it starts with a digit; "
+    f"lake columns must be 1-{MAX_LAKE_COLUMN} characters, distinct within the spec, "
+    f"and not one of {', '.join(RESERVED_COLUMNS)}"
+)
 
 
 class SpecError(ValueError):
@@ -52,14 +71,44 @@ def check_contributor_id(contributor: object) -> str:
     return contributor
 
 
+def lake_column(name: str) -> str:
+    """The lake (Delta, DuckDB, LightGBM, SHAP) column of a header as files spell it:
+    safe unquoted everywhere and free of case collisions (see COLUMN_RULE)."""
+    folded = unicodedata.normalize("NFKD", name.casefold())
+    plain = "".join(ch for ch in folded if not unicodedata.combining(ch))
+    column = re.sub(r"[^a-z0-9]+", "_", plain).strip("_")
+    return f"c_{column}" if column[:1].isdigit() else column
+
+
+def check_column_name(name: str) -> str:
+    """A column name as files spell it, refused with COLUMN_RULE when it cannot be one."""
+    problem = None
+    if not 1 <= len(name) <= MAX_COLUMN_NAME:
+        problem = f"it has {len(name)} characters"
+    elif any(unicodedata.category(ch).startswith("C") for ch in name):
+        problem = "it holds a control character"
+    elif name != name.strip():
+        problem = "it has spaces at an end"
+    elif not lake_column(name):
+        problem = "it has no letter or digit a-z, 0-9 to make a lake column of"
+    elif len(lake_column(name)) > MAX_LAKE_COLUMN:
+        problem = f"its lake column {lake_column(name)!r} is longer than {MAX_LAKE_COLUMN}"
+    elif lake_column(name) in RESERVED_COLUMNS:
+        problem = f"its lake column {lake_column(name)!r} is reserved"
+    if problem:
+        raise ValueError(f"column name {name!r} refused ({problem}): {COLUMN_RULE}")
+    return name
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Column(_Strict):
-    """A typed column with its allowed values."""
+    """A typed column with its allowed values. `name` is the header as files spell it;
+    `identifier` is its column in the lake (COLUMN_RULE)."""
 
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+    name: str
     type: Literal["float", "int", "bool", "category", "string"]
     min: float | None = None
     max: float | None = None
@@ -68,10 +117,18 @@ class Column(_Strict):
     max_length: int = Field(default=256, ge=1, le=1_000_000)
     description: str = ""
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        return check_column_name(name)
+
+    @property
+    def identifier(self) -> str:
+        """The column's name in every lake table, model and query."""
+        return lake_column(self.name)
+
     @model_validator(mode="after")
     def _consistent(self) -> Column:
-        if self.name in RESERVED_COLUMNS:
-            raise ValueError(f"column name {self.name!r} is reserved")
         if self.type == "category" and not self.categories:
             raise ValueError(f"category column {self.name!r} needs `categories`")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -202,8 +259,7 @@ class DatanetSpec(_Strict):
     def _consistent(self) -> DatanetSpec:
         check_datanet_name(self.name)
         names = [c.name for c in self.columns]
-        if len(set(names)) != len(names):
-            raise ValueError("column names must be unique (features and label)")
+        _distinct_lake_columns(names)
         for k in self.key or []:
             if k not in names:
                 raise ValueError(f"key column {k!r} is not a feature or the label")
@@ -234,6 +290,22 @@ class DatanetSpec(_Strict):
         return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
 
 
+def _distinct_lake_columns(names: list[str]) -> None:
+    """Refuse two names (features and label) that would share a lake column, naming both."""
+    seen: dict[str, str] = {}
+    for name in names:
+        column = lake_column(name)
+        if column in seen:
+            first = seen[column]
+            what = (
+                f"column {name!r} appears twice"
+                if first == name
+                else (f"columns {first!r} and {name!r} both become lake column {column!r}")
+            )
+            raise ValueError(f"{what}: {COLUMN_RULE}")
+        seen[column] = name
+
+
 def parse_spec(text: str, source: str = "<spec>") -> DatanetSpec:
     """Parse and validate a YAML/JSON spec; SpecError lists every problem."""
     try:
@@ -246,14 +318,28 @@ def parse_spec(text: str, source: str = "<spec>") -> DatanetSpec:
         return DatanetSpec.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {_message(e['msg'])}"
+            for e in exc.errors()
         )
         raise SpecError(f"{source}: invalid Datanet spec: {problems}") from None
 
 
-def load_spec(path: Path) -> DatanetSpec:
+def _message(msg: str) -> str:
+    """pydantic's message without its 'Value error, ' prefix."""
+    return msg.removeprefix("Value error, ")
+
+
+def read_spec_text(path: Path) -> str:
+    """A spec file's text; SpecError naming the path when it is missing or not UTF-8."""
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec {path}: {exc}") from exc
-    return parse_spec(text, str(path))
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from None
+
+
+def load_spec(path: Path) -> DatanetSpec:
+    return parse_spec(read_spec_text(path), str(path))

@@ -92,6 +92,11 @@ STATEMENTS_SCHEMA: dict[str, pl.DataType] = {
     "amount_total": pl.Int64(),
     "inferences_attributed": pl.Int64(),
     "flags": pl.String(),
+    # which rows earned and which did not, in numbers and in words (`rows_explained`)
+    "rows_rejected_by_quality": pl.Int64(),
+    "rows_earning": pl.Int64(),
+    "rows_that_earned": pl.String(),
+    "rows_that_earned_nothing": pl.String(),
     "policy_hash": pl.String(),
     "values_seq": pl.Int64(),
     "values_root": pl.String(),
@@ -303,6 +308,13 @@ def _statements(
         if (q.get("duplicates") or 0) > 0:
             flags.add("copied_rows_earn_nothing")
         amount_fees = fees.get(("contributor", s.contributor), 0)
+        amount_total = amounts[s.contributor] + amount_fees
+        why = ", ".join(pool_flags.get(s.contributor, [])) or (
+            "lower bound of value is zero"
+            if weights[s.contributor] == 0
+            else "their share of the pool rounds to zero"
+        )
+        earned = rows_explained(q, amount_total, why)
         rows.append(
             {
                 "datanet": inputs.datanet,
@@ -325,9 +337,10 @@ def _statements(
                 "share": float(amounts[s.contributor] / pool_paid) if pool_paid else 0.0,
                 "amount_pool": amounts[s.contributor],
                 "amount_fees": amount_fees,
-                "amount_total": amounts[s.contributor] + amount_fees,
+                "amount_total": amount_total,
                 "inferences_attributed": attributed.get(s.contributor, 0),
                 "flags": ",".join(sorted(flags)),
+                **earned,
                 "policy_hash": policy_hash,
                 **_seq_root("values", sources.get("contributor_values")),
                 **_seq_root("quality", sources.get("contributor_quality")),
@@ -335,6 +348,43 @@ def _statements(
             }
         )
     return pl.DataFrame(rows, schema=STATEMENTS_SCHEMA)
+
+
+def _count(row: dict[str, object], key: str) -> int:
+    """A count from a contributor_quality row (0 when the contributor has none)."""
+    value = row.get(key)
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def rows_explained(
+    quality: dict[str, object], amount_total: int, why_nothing: str
+) -> dict[str, object]:
+    """Which of a contributor's rows earned and which did not, so that a flag such as
+    `copied_rows_earn_nothing` next to a payout reads as what it is: only rows of their
+    own, submitted first and accepted by quality, earn (pool and fees); copies of earlier
+    rows are credited to their first submitter. `why_nothing`: why accepted rows earned
+    nothing, when they did not."""
+    accepted, ingested = _count(quality, "accepted_rows"), _count(quality, "rows")
+    duplicates, quarantined = _count(quality, "duplicates"), _count(quality, "quarantined")
+    own = f"{accepted} accepted rows (own, first submitted)"
+    nothing = []
+    if accepted and not amount_total:
+        nothing.append(f"{own}: {why_nothing}")
+    if duplicates:
+        nothing.append(
+            f"{duplicates} duplicates of earlier submissions (credited to their first submitter)"
+        )
+    if quarantined:
+        nothing.append(f"{quarantined} quarantined")
+    if ingested - accepted:
+        nothing.append(f"{ingested - accepted} rejected by quality")
+    earning = accepted if amount_total else 0
+    return {
+        "rows_rejected_by_quality": ingested - accepted,
+        "rows_earning": earning,
+        "rows_that_earned": own if earning else "none",
+        "rows_that_earned_nothing": ", ".join(nothing) or "none",
+    }
 
 
 def _seq_root(prefix: str, source: Source | None) -> dict[str, object]:

@@ -40,8 +40,9 @@ def features_only(spec: DatanetSpec) -> DatanetSpec:
 
 
 def read_queries(spec: DatanetSpec, path: Path) -> pl.DataFrame:
-    """Query rows of a file, typed by the spec's features; any invalid row is an error."""
-    return read_strict(path, features_only(spec)).select([c.name for c in spec.features])
+    """Query rows of a file (headers as the spec spells them), typed by the spec's
+    features and keyed by lake column; any invalid row is an error."""
+    return read_strict(path, features_only(spec)).select([c.identifier for c in spec.features])
 
 
 def serve(
@@ -111,7 +112,7 @@ def read_logs(root: Path, datanet: str) -> pl.DataFrame:
 
 def queries_of(spec: DatanetSpec, inferences: pl.DataFrame) -> pl.DataFrame:
     """The logged query features back as a typed frame."""
-    schema = pl.Struct({c.name: c.polars_type() for c in spec.features})
+    schema = pl.Struct({c.identifier: c.polars_type() for c in spec.features})
     return inferences.select(pl.col("query_json").str.json_decode(schema)).unnest("query_json")
 
 

@@ -34,7 +34,11 @@ from ledger.commitment import row_leaf_hashes
 
 MANIFEST_SUFFIX = ".manifest.json"
 WHOLE_FILE = -1
-FILE = "__file"  # a row's file: its index among the run's pending submissions
+# Working columns start with NUL, which no spec column name (nor sane header) holds, so a
+# file's own columns can never collide with them.
+FILE = "\x00file"  # a row's file: its index among the run's pending submissions
+REASON = "\x00reason"
+TYPED = "\x00typed:"  # + lake column: the value parsed to its spec type
 FORMATS = {
     ".csv": "csv",
     ".parquet": "parquet",
@@ -125,8 +129,8 @@ class Submission:
 
 
 def contributions_schema(spec: DatanetSpec) -> dict[str, pl.DataType]:
-    """Columns of a Datanet's contributions table, in order."""
-    typed = {c.name: c.polars_type() for c in spec.columns}
+    """Columns of a Datanet's contributions table, in order (lake columns)."""
+    typed = {c.identifier: c.polars_type() for c in spec.columns}
     return {**META_SCHEMA, "row_hash": pl.String(), **typed}
 
 
@@ -300,7 +304,7 @@ def _typed_value(col: Column, strip: bool = True) -> pl.Expr:
 def _plainly_valid(col: Column) -> pl.Expr:
     """True where the value passes every rule of `_reason` by a cheap test (present, short
     in bytes, finite, in range and categories); other rows get the full, ordered checks."""
-    value = pl.col(f"__v_{col.name}")
+    value = pl.col(TYPED + col.identifier)
     valid = value.is_not_null() & (pl.col(col.name).str.len_bytes() <= col.max_length)
     if col.type == "float":
         valid &= value.is_finite()
@@ -316,11 +320,12 @@ def _plainly_valid(col: Column) -> pl.Expr:
 def _reason(col: Column) -> pl.Expr:
     """`CODE|message` for the first rule the row breaks in this column, else null.
 
-    Works on the typed value made by `validate_rows` (`__v_`), so each value is parsed
-    once; messages are literals, the raw row is in the payload.
+    Works on the typed value made by `validate_rows` (`TYPED`), so each value is parsed
+    once; messages are literals naming the column as files spell it, the raw row is in
+    the payload.
     """
     name = col.name
-    raw, value = pl.col(name), pl.col(f"__v_{name}")
+    raw, value = pl.col(name), pl.col(TYPED + col.identifier)
     missing = raw.is_null() | (raw.str.strip_chars() == "")
     reason = (
         pl.when(missing & (not col.nullable))
@@ -373,33 +378,38 @@ def validate_rows(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(typed valid rows, rejected rows [reason_code, message, payload]) of a frame made by
     `conform_columns` (or a stack of them); both keep the id columns (`FILE` if present,
-    row_index) first. Every value is parsed once; the ordered rule chain that names the
-    reason runs only on the few rows that fail the cheap test."""
+    row_index) first. Valid rows carry lake columns (`Column.identifier`), the payload
+    the file's own headers. Every value is parsed once; the ordered rule chain that names
+    the reason runs only on the few rows that fail the cheap test."""
     ids = [c for c in (FILE, "row_index") if c in frame.columns]
     numbers = [c for c in spec.columns if c.type in ("float", "int")]
     parsed = frame.with_columns(
-        _typed_value(c, strip=c not in numbers).alias(f"__v_{c.name}") for c in spec.columns
+        _typed_value(c, strip=c not in numbers).alias(TYPED + c.identifier) for c in spec.columns
     )  # unstripped, a padded number fails the cheap test and is parsed again below
     plain = parsed.select(pl.all_horizontal(_plainly_valid(c) for c in spec.columns))
     suspects = plain.to_series().fill_null(False).not_().arg_true()
     reasons = (
         parsed[suspects]
-        .with_columns(_typed_value(c).alias(f"__v_{c.name}") for c in numbers)
-        .select(pl.coalesce(_reason(c) for c in spec.columns).alias("__r"), pl.all())
+        .with_columns(_typed_value(c).alias(TYPED + c.identifier) for c in numbers)
+        .select(pl.coalesce(_reason(c) for c in spec.columns).alias(REASON), pl.all())
     )
-    keep = pl.repeat(True, frame.height, eager=True).scatter(suspects, reasons["__r"].is_null())
+    keep = pl.repeat(True, frame.height, eager=True).scatter(suspects, reasons[REASON].is_null())
     good = (
         parsed.with_columns(
-            parsed[f"__v_{c.name}"].scatter(suspects, reasons[f"__v_{c.name}"]) for c in numbers
+            parsed[TYPED + c.identifier].scatter(suspects, reasons[TYPED + c.identifier])
+            for c in numbers
         )
         .filter(keep)
         .select(
             *ids,
-            *[pl.col(f"__v_{c.name}").cast(c.polars_type()).alias(c.name) for c in spec.columns],
+            *[
+                pl.col(TYPED + c.identifier).cast(c.polars_type()).alias(c.identifier)
+                for c in spec.columns
+            ],
         )
     )
-    split = pl.col("__r").str.split_exact("|", 1)
-    bad = reasons.filter(pl.col("__r").is_not_null()).select(
+    split = pl.col(REASON).str.split_exact("|", 1)
+    bad = reasons.filter(pl.col(REASON).is_not_null()).select(
         *ids,
         split.struct.field("field_0").alias("reason_code"),
         split.struct.field("field_1").alias("message"),
@@ -572,6 +582,7 @@ def ingest_datanet(
     is a few vectorized passes whatever the number of files."""
     pending = pending_submissions(submissions, previous.batches)
     names = [c.name for c in spec.columns]
+    columns = [c.identifier for c in spec.columns]
     empty = pl.DataFrame(
         schema={FILE: pl.Int64, "row_index": pl.Int64, **dict.fromkeys(names, pl.String)}
     )
@@ -611,7 +622,7 @@ def ingest_datanet(
     ] or [validate_rows(empty, [], spec)]
     good = _stacked([g for g, _ in checked])
     meta = _file_meta(pending)
-    candidates = _with_meta(good.with_columns(row_hashes(good.select(names))), meta)
+    candidates = _with_meta(good.with_columns(row_hashes(good.select(columns))), meta)
     accepted, duplicates = split_duplicates(previous.contributions, candidates)
     rows_out = ["row_index", "reason_code", "message", "payload"]
     quarantined = _stacked(
@@ -675,19 +686,31 @@ def reconcile(result: IngestResult) -> list[str]:
     return problems
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """A message on one line (parsers' errors span several), cut to `limit` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def read_strict(path: Path, spec: DatanetSpec) -> pl.DataFrame:
     """Every row of a file that is not a contribution (a validation set, queries), typed by
-    the spec; an unusable file or any invalid row raises SpecError instead of quarantine."""
+    the spec; a missing or unusable file or any invalid row raises SpecError (one line
+    naming the path) instead of quarantine."""
+    if not path.is_file():
+        raise SpecError(f"{path}: no such file")
     try:
         raw, bad_lines = read_text_columns(path, spec.max_file_bytes)
         good, bad = validate_rows(*conform_columns(raw, spec), spec)
     except (FileRejected, OSError) as exc:
         reason = exc.reason if isinstance(exc, FileRejected) else exc.__class__.__name__
-        raise SpecError(f"{path.name}: {reason}: {exc}") from None
+        message = exc.message if isinstance(exc, FileRejected) else exc.strerror or exc
+        raise SpecError(one_line(f"{path}: {reason}: {message}")) from None
     if bad.height or bad_lines.height:
         first = (bad if bad.height else bad_lines).row(0, named=True)
         raise SpecError(
-            f"{path.name}: {bad.height + bad_lines.height} invalid rows, e.g. "
-            f"row {first['row_index']}: {first['message']}"
+            one_line(
+                f"{path}: {bad.height + bad_lines.height} invalid rows, e.g. "
+                f"row {first['row_index']}: {first['message']}"
+            )
         )
     return good.drop("row_index")

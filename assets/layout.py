@@ -23,13 +23,14 @@ from assets.datanets import (
     check_datanet_name,
     parse_spec,
 )
-from assets.ingest import MANIFEST_SUFFIX, signing_message
+from assets.ingest import MANIFEST_SUFFIX, file_sha256, read_strict, signing_message
 
 SPECS = "specs"
 INBOX = "inbox"
 REGISTRY = "registry"
 KEYS = "keys"
 INFERENCE_LOG = "inference_log"
+VALIDATION = "validation"
 SAFE_FILE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -66,17 +67,78 @@ def safe_file_name(name: str) -> str:
     return cleaned[:100]
 
 
-def install_spec(root: Path, text: str, source: str = "<spec>") -> tuple[DatanetSpec, bool]:
-    """Validate a spec and place it in the lake; (spec, changed). A changed spec replaces
-    the file, and the `datanets` asset records it as a new version."""
+def validation_copy(specs_dir: Path, spec: DatanetSpec) -> Path:
+    """Where the lake keeps a spec's validation file: `specs/<datanet>/validation<ext>`, a
+    folder per Datanet so two Datanets never share one (and `spec_names` never sees it)."""
+    suffix = Path(spec.validation.name).suffix.lower()
+    return inside(specs_dir, check_datanet_name(spec.name), VALIDATION + suffix)
+
+
+def stored_validation_file(specs_dir: Path, spec: DatanetSpec) -> Path:
+    """The lake's copy of a spec's validation file; SpecError naming it when missing."""
+    path = validation_copy(specs_dir, spec)
+    if not path.is_file():
+        raise SpecError(
+            f"{spec.name}: validation file {path} is missing; `openledger datanet create "
+            "<spec file>` copies it from next to the spec"
+        )
+    return path
+
+
+def validation_sha256(specs_dir: Path, spec: DatanetSpec) -> str | None:
+    """SHA-256 of the lake's copy of a spec's validation file (None for bundled sets): part
+    of the Datanet's ledgered version, so a changed file is a new version."""
+    if spec.validation.kind != "file":
+        return None
+    return file_sha256(stored_validation_file(specs_dir, spec))
+
+
+def checked_validation_file(spec: DatanetSpec, base: Path | None, source: str) -> bytes:
+    """The bytes of the validation file a spec names, resolved from the spec's folder
+    `base`, once every row is valid for the spec and has its label; else SpecError, one
+    line naming the path. Checked here so a bad file never waits for the first run."""
+    if base is None:
+        raise SpecError(
+            f"{source}: validation file {spec.validation.name!r} is resolved next to the "
+            "spec file; publish it with `openledger datanet create <spec file>`"
+        )
+    path = base / spec.validation.name
+    try:
+        frame = read_strict(path, spec)
+    except SpecError as exc:
+        raise SpecError(f"validation file {exc}") from None
+    unlabelled = frame[spec.label.identifier].null_count()
+    if unlabelled:
+        raise SpecError(f"validation file {path}: {unlabelled} rows have no {spec.label.name!r}")
+    return path.read_bytes()
+
+
+def _same_spec(path: Path, spec: DatanetSpec) -> bool:
+    """Whether the spec file in place is this spec (a broken one is not)."""
+    try:
+        return parse_spec(path.read_text(encoding="utf-8")).spec_hash() == spec.spec_hash()
+    except (SpecError, OSError, UnicodeDecodeError):
+        return False
+
+
+def install_spec(
+    root: Path, text: str, source: str = "<spec>", base: Path | None = None
+) -> tuple[DatanetSpec, bool]:
+    """Validate a spec (and the validation file it names, found in `base`, the spec's
+    folder) and place both in the lake; (spec, changed). A changed spec or validation file
+    replaces the lake's copy, and the `datanets` asset records it as a new version."""
     spec = parse_spec(text, source)
     path = spec_path(root, spec.name)
-    if path.exists():
-        try:
-            if parse_spec(path.read_text(encoding="utf-8")).spec_hash() == spec.spec_hash():
-                return spec, False
-        except SpecError:
-            pass  # a broken file in place is replaced by the valid one
+    validation = None
+    if spec.validation.kind == "file":
+        validation = checked_validation_file(spec, base, source)
+    copy = validation_copy(root / SPECS, spec) if validation is not None else None
+    same_copy = copy is None or (copy.is_file() and copy.read_bytes() == validation)
+    if path.exists() and same_copy and _same_spec(path, spec):
+        return spec, False
+    if copy is not None and validation is not None and not same_copy:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(validation)  # before the spec: a run the spec triggers finds it
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return spec, True
@@ -193,6 +255,8 @@ def new_contributor_key(
 def signer(key_file: Path, contributor: str) -> Callable[[bytes], str]:
     """A function signing messages (hex signature) with a contributor's key file; a file
     that names someone else is refused."""
+    if not key_file.is_file():
+        raise SpecError(f"{key_file}: no such key file")
     try:
         doc = json.loads(key_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -216,6 +280,10 @@ def submit(
     key file when one is given (or exists at the default place) unless `sign` is False."""
     check_datanet_name(datanet)
     check_contributor_id(contributor)
+    if not source.is_file():
+        raise SpecError(f"{source}: no such file")
+    if sign and key_file is not None and not key_file.is_file():
+        raise SpecError(f"{key_file}: no such key file")  # never fall back to unsigned
     data = source.read_bytes()
     batch_id = hashlib.sha256(data).hexdigest()
     name = f"{batch_id[:16]}-{contributor}-{safe_file_name(source.name)}"

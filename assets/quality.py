@@ -64,7 +64,7 @@ LABEL_CHECK_ROUNDS = 50
 
 
 def validity(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
-    nullable = [c.name for c in spec.columns if c.nullable]
+    nullable = [c.identifier for c in spec.columns if c.nullable]
     if not nullable or rows.height == 0:
         return np.ones(rows.height)
     present = rows.select(pl.sum_horizontal(pl.col(c).is_not_null() for c in nullable))
@@ -78,12 +78,12 @@ def uniqueness(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
     decimals = spec.quality.near_duplicate_decimals
     normalized = []
     for col in spec.columns:
-        expr = pl.col(col.name)
+        expr = pl.col(col.identifier)
         if col.type == "float":
             expr = expr.round(decimals)
         elif col.type in ("category", "string"):
             expr = expr.cast(pl.String).str.strip_chars().str.to_lowercase()
-        normalized.append(expr.alias(col.name))
+        normalized.append(expr.alias(col.identifier))
     order = ["received_at", "contributor", "batch_id", "row_index"]
     keyed = (
         rows.with_row_index("__pos")
@@ -123,7 +123,7 @@ def label_consistency(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
 
 
 def typicality(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
-    numeric = [c.name for c in spec.features if c.type in ("float", "int")]
+    numeric = [c.identifier for c in spec.features if c.type in ("float", "int")]
     if not numeric or rows.height == 0:
         return np.ones(rows.height)
     x = rows.select(pl.col(numeric).cast(pl.Float64)).to_numpy()
@@ -174,6 +174,16 @@ def score_rows(spec: DatanetSpec, contributions: pl.DataFrame) -> pl.DataFrame:
     )  # type: ignore[arg-type]
 
 
+TINY_ROWS = 10
+
+
+def tiny(explained: pl.Expr) -> pl.Expr:
+    """A small contributor: 1 to TINY_ROWS - 1 rows of their own ingested (their value
+    rests on little data). Not with 0 rows, nor when duplicates or quarantine (`explained`)
+    made the rows few: those flags say more precisely why."""
+    return pl.col("rows").is_between(1, TINY_ROWS - 1) & ~explained
+
+
 def summarize_contributors(
     spec: DatanetSpec,
     quality: pl.DataFrame,
@@ -213,17 +223,19 @@ def summarize_contributors(
         (pl.col("quarantined") / submitted).fill_nan(0.0).fill_null(0.0).alias("__bad_share"),
     )
     lowest_lc = table["label_consistency"].min()
+    mostly_duplicates = pl.col("duplicate_share") > 0.3
+    mostly_rejected = pl.col("__bad_share") > 0.3
     flags = (
         pl.concat_list(
             pl.when(
                 (pl.col("label_consistency") == lowest_lc) & (pl.col("label_consistency") < 0.5)
             ).then(pl.lit("lowest_label_consistency")),
-            pl.when(pl.col("duplicate_share") > 0.3).then(pl.lit("mostly_duplicates")),
-            pl.when(pl.col("__bad_share") > 0.3).then(pl.lit("mostly_rejected")),
+            pl.when(mostly_duplicates).then(pl.lit("mostly_duplicates")),
+            pl.when(mostly_rejected).then(pl.lit("mostly_rejected")),
             pl.when(pl.col("accepted_share") < spec.quality.min_accepted_share).then(
                 pl.lit("low_accepted_share")
             ),
-            pl.when(pl.col("rows") < 10).then(pl.lit("tiny")),
+            pl.when(tiny(mostly_duplicates | mostly_rejected)).then(pl.lit("tiny")),
         )
         .list.drop_nulls()
         .list.join(",")

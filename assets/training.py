@@ -23,8 +23,9 @@ from assets.datanets import DatanetSpec
 
 
 def model_features(spec: DatanetSpec) -> list[str]:
-    """Feature columns a model uses (free-text strings are not model inputs)."""
-    return [c.name for c in spec.features if c.type != "string"]
+    """Feature columns a model uses, by lake column: safe as LightGBM and SHAP feature
+    names (free-text strings are not model inputs)."""
+    return [c.identifier for c in spec.features if c.type != "string"]
 
 
 def feature_matrix(spec: DatanetSpec, frame: pl.DataFrame) -> np.ndarray:
@@ -33,7 +34,7 @@ def feature_matrix(spec: DatanetSpec, frame: pl.DataFrame) -> np.ndarray:
     for col in spec.features:
         if col.type == "string":
             continue
-        values = frame[col.name]
+        values = frame[col.identifier]
         if col.type == "category":
             codes = {str(c): float(i) for i, c in enumerate(col.categories or [])}
             columns.append(
@@ -48,7 +49,7 @@ def feature_matrix(spec: DatanetSpec, frame: pl.DataFrame) -> np.ndarray:
 
 def label_vector(spec: DatanetSpec, frame: pl.DataFrame) -> np.ndarray:
     """Class index (classification, spec order) or float target (regression)."""
-    values = frame[spec.label.name]
+    values = frame[spec.label.identifier]
     if spec.task == "regression":
         return values.cast(pl.Float64).to_numpy()
     codes = {str(c): i for i, c in enumerate(spec.label.categories or [])}

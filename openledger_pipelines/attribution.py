@@ -192,7 +192,9 @@ def inferences(context: dg.AssetExecutionContext, lake: LakeResource):
     attributions = []
     for model_id, group in served.group_by("model_id", maintain_order=True):
         rows = model_training_rows(store, datanet, str(model_id[0]))
-        predicted = label_vector(spec, group.select(pl.col("prediction").alias(spec.label.name)))
+        predicted = label_vector(
+            spec, group.select(pl.col("prediction").alias(spec.label.identifier))
+        )
         queries = queries_of(spec, group)
         for inference_id, parts in zip(
             group["inference_id"], shares_of(spec, rows, queries, predicted), strict=True

@@ -140,7 +140,7 @@ def serve_demo_queries(lake: Lake, queries: int = 20) -> None:
     for name in DEMO_DATANETS:
         spec = demo_spec(name)
         model = current_model(read_or_empty(lake, "models", MODELS_SCHEMA, ("datanet", name)))
-        rows = validation_set(spec, root / "specs").head(queries).drop(spec.label.name)
+        rows = validation_set(spec, root / "specs").head(queries).drop(spec.label.identifier)
         model_bytes = (root / str(model["model_path"])).read_bytes()
         served = serve(spec, model_bytes, str(model["model_id"]), rows, SERVED_AT)
         write_log(root, name, served)

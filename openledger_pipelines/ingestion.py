@@ -21,7 +21,7 @@ from assets.ingest import (
     ingest_datanet,
     reconcile,
 )
-from assets.layout import inbox_dir, registrations, spec_path
+from assets.layout import inbox_dir, registrations, spec_path, validation_sha256
 from ledger.lake import Lake, LakeError
 from openledger_pipelines.ledgered import (
     ledger_check,
@@ -42,6 +42,7 @@ DATANETS_SCHEMA = {
     "licence": pl.String,
     "require_signatures": pl.Boolean,
     "spec_json": pl.String,
+    "validation_sha256": pl.String,  # the lake's copy of a `file` validation set; null: bundled
 }
 CONTRIBUTORS_SCHEMA = {
     "datanet": pl.String,
@@ -89,12 +90,18 @@ def current_spec(lake: LakeResource, datanet: str) -> DatanetSpec:
     kinds={"delta"},
 )
 def datanets(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    """Every version of the Datanet's spec; a changed spec is a new version row."""
+    """Every version of the Datanet's spec; a changed spec, or a changed validation file,
+    is a new version row."""
     datanet = context.partition_key
     spec = current_spec(lake, datanet)
+    try:
+        validation = validation_sha256(lake.root_path() / "specs", spec)
+    except SpecError as exc:
+        raise dg.Failure(str(exc)) from None
     store = lake.open()
     versions = read_or_empty(store, "datanets", DATANETS_SCHEMA, ("datanet", datanet))
-    if spec.spec_hash() not in versions["spec_hash"].to_list():
+    known = set(zip(versions["spec_hash"], versions["validation_sha256"], strict=True))
+    if (spec.spec_hash(), validation) not in known:
         row = {
             "datanet": datanet,
             "spec_version": versions.height + 1,
@@ -105,6 +112,7 @@ def datanets(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materi
             "licence": spec.licence,
             "require_signatures": spec.require_signatures,
             "spec_json": spec.canonical_json(),
+            "validation_sha256": validation,
         }
         versions = pl.concat([versions, pl.DataFrame([row], schema=DATANETS_SCHEMA)])
         context.log.info(f"{datanet}: spec version {row['spec_version']} ({row['spec_hash'][:12]})")

@@ -94,16 +94,19 @@ def pending_inferences(lake: Lake, datanet: str) -> int:
 
 
 def _spec_reason(lake: Lake, datanet: str) -> tuple[str, str] | None:
+    """Why the spec (or its validation file) is new to the `datanets` table, if it is."""
     from assets.datanets import load_spec
+    from assets.layout import SPECS, validation_sha256
 
-    path = spec_path(lake.root_path(), datanet)
+    root = lake.root_path()
     try:
-        spec_hash = load_spec(path).spec_hash()
+        spec = load_spec(spec_path(root, datanet))
+        version = (spec.spec_hash(), validation_sha256(root / SPECS, spec))
     except SpecError as exc:
         return f"spec cannot be read: {exc}", f"spec-error:{exc}"
-    if (spec_hash,) in _column(lake, "datanets", datanet, ["spec_hash"]):
+    if version in _column(lake, "datanets", datanet, ["spec_hash", "validation_sha256"]):
         return None
-    return f"spec {spec_hash[:12]} not recorded yet", f"spec:{spec_hash}"
+    return f"spec {version[0][:12]} not recorded yet", f"spec:{version[0]}:{version[1]}"
 
 
 def _stopped_short(lake: Lake, datanet: str) -> list[str]:

@@ -113,6 +113,8 @@ def statement_table(r: dict[str, Any]) -> Table:
             f"duplicates {r['duplicates']}, quarantined {r['quarantined']})",
         ),
         ("rows accepted by quality", str(r["rows_accepted"])),
+        ("rows that earned", r["rows_that_earned"]),
+        ("rows that earned nothing", r["rows_that_earned_nothing"]),
         ("quality multiplier", f"{r['quality']:.3f}"),
         (
             "value ± std error",

@@ -601,3 +601,128 @@ def test_demo_fresh_refuses_a_lake_with_more_than_demo_data(
     code, output = run("demo", "--lake", str(lake_copy), "--fresh")
     assert code == 2 and "refusing --fresh" in output and "specs/mine.yaml" in output
     assert (lake_copy / "ledger").is_dir()  # nothing deleted
+
+
+# --- a spec's validation file travels with it (datanet create) -----------------------------
+
+FILE_SPEC = """
+name: {name}
+owner: tests
+licence: CC0-1.0
+task: binary
+features:
+  - {{name: x, type: float, min: 0, max: 100}}
+label: {{name: y, type: int, categories: [0, 1]}}
+metric: roc_auc
+validation: {{kind: file, name: {file}}}
+require_signatures: false
+"""
+HELD_OUT = "x,y\n1.5,0\n2.5,1\n3.5,1\n0.5,0\n"
+
+
+def error_line(output: str) -> str:
+    """The one line a refused command prints."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("error:"), output
+    return lines[0]
+
+
+def write_spec(folder: Path, name: str = "heldout", file: str = "validation.csv") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "spec.yaml"
+    spec.write_text(FILE_SPEC.format(name=name, file=file))
+    return spec
+
+
+def test_datanet_create_refuses_a_missing_validation_file(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "in", file="data/validation.csv")
+    lake = tmp_path / "lake"
+    code, output = run("datanet", "create", str(spec), "--lake", str(lake))
+    assert code == 2
+    assert str(tmp_path / "in" / "data" / "validation.csv") in error_line(output)
+    assert not (lake / "specs").exists()  # nothing published
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("x,y\n1.5,0\nabc,1\n", "not a valid float"),
+        ("x,y\n1.5,0\n500,1\n", "above maximum"),
+        ("x\n1.5\n", "MISSING_COLUMNS"),
+        ("x,y\n1.5,7\n", "y: not one of"),
+        ("", "EMPTY_FILE"),
+        ('x,y\n"1.5,0\n', "PARSE_ERROR"),
+    ],
+)
+def test_datanet_create_refuses_a_malformed_validation_file_in_one_line(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    spec = write_spec(tmp_path / "in")
+    (tmp_path / "in" / "validation.csv").write_text(content)
+    code, output = run("datanet", "create", str(spec), "--lake", str(tmp_path / "lake"))
+    assert code == 2
+    line = error_line(output)
+    assert str(tmp_path / "in" / "validation.csv") in line and problem in line
+
+
+def test_a_published_validation_file_is_trained_against_and_versioned(tmp_path: Path) -> None:
+    from assets.ingest import file_sha256
+    from assets.layout import datanet_fingerprint
+    from openledger_pipelines.runner import persistent_instance, run_datanets
+
+    lake = tmp_path / "lake"
+    spec = write_spec(tmp_path / "in")
+    held_out = tmp_path / "in" / "validation.csv"
+    held_out.write_text(HELD_OUT)
+    code, output = run("datanet", "create", str(spec), "--lake", str(lake))
+    assert code == 0 and "heldout: published" in output, output
+    copy = lake / "specs" / "heldout" / "validation.csv"
+    assert copy.read_bytes() == held_out.read_bytes()
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x,y\n1,0\n2,1\n3,1\n4,0\n5,1\n")
+    args = ("--datanet", "heldout", "--contributor", "ann", str(rows), "--lake", str(lake))
+    assert run("contribute", *args)[0] == 0
+    held_out.unlink()  # the lake's copy is what counts from now on
+    code, output = run("run", "--lake", str(lake))
+    assert code == 0, output
+
+    def query(sql: str) -> list[dict]:
+        code, output = run("sql", "--lake", str(lake), "--json", sql)
+        assert code == 0, output
+        return [json.loads(line) for line in output.splitlines()]
+
+    assert query("select count(*) as n from validation_heldout") == [{"n": 4}]
+    assert query("select row_count from models") == [{"row_count": 5}]
+    versions = query("select spec_version, validation_sha256 from datanets order by 1")
+    assert versions == [{"spec_version": 1, "validation_sha256": file_sha256(copy)}]
+
+    before = datanet_fingerprint(lake, "heldout")
+    held_out.write_text(HELD_OUT + "4.5,1\n")  # a changed validation file: a new version
+    code, output = run("datanet", "create", str(spec), "--lake", str(lake))
+    assert code == 0 and "heldout: published" in output, output
+    assert datanet_fingerprint(lake, "heldout") != before  # the sensor requests a run
+    assert run("datanet", "create", str(spec), "--lake", str(lake))[1].startswith(
+        "heldout: unchanged"
+    )
+    instance = persistent_instance(lake)
+    assert run_datanets(lake, instance, assets=["datanets", "validation"]) == {"heldout": True}
+    versions = query("select spec_version, validation_sha256 from datanets order by 1")
+    assert [v["validation_sha256"] for v in versions] == [
+        versions[0]["validation_sha256"],
+        file_sha256(copy),
+    ]
+    assert query("select count(*) as n from validation_heldout") == [{"n": 5}]
+
+
+def test_two_datanets_keep_their_own_validation_files(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    for name, extra in (("first", ""), ("second", "9.5,1\n")):
+        spec = write_spec(tmp_path / name, name=name)
+        (tmp_path / name / "validation.csv").write_text(HELD_OUT + extra)
+        assert run("datanet", "create", str(spec), "--lake", str(lake))[0] == 0
+    first = (lake / "specs" / "first" / "validation.csv").read_text()
+    second = (lake / "specs" / "second" / "validation.csv").read_text()
+    assert first == HELD_OUT and second == HELD_OUT + "9.5,1\n"
+    code, output = run("datanet", "list", "--lake", str(lake))
+    assert code == 0 and "first" in output and "second" in output

@@ -3,8 +3,10 @@ count in the next epoch, and the independent recompute reproduces (or names) eve
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +19,8 @@ import pytest
 from demo_pipeline import build_demo_lake, commit_forged_rewards
 from hypothesis import given, settings
 from hypothesis_budget import examples
+from rich.console import Console
+from rich.table import Table
 
 from assets.datanets import RewardPolicy
 from assets.demo_data import demo_spec, split_bundled
@@ -30,9 +34,11 @@ from assets.recompute import (
     recompute_epoch,
 )
 from ledger.lake import Lake
+from ledger.sql import connect
 from ledger.verify import verify_lake
 from openledger_pipelines.definitions import build_defs
 from openledger_pipelines.runner import run_datanets, run_epoch
+from openledger_pipelines.statements import statement_rows, statement_table
 
 CLOSED_AT = datetime(2026, 11, 10, tzinfo=UTC)
 INGEST_ASSETS = ["contributions", "quarantine", "duplicates", "batches"]
@@ -211,6 +217,41 @@ def test_an_unattributed_inference_is_refused() -> None:
         close_epoch(inputs)
 
 
+def test_statements_say_which_rows_earned_and_which_did_not() -> None:
+    inputs = inputs_for([("copier", 0.2, 0.0, 0.8), ("nobody", -0.1, 0.0, 1.0)], 1000, [])
+    quality = pl.DataFrame(
+        {
+            "contributor": ["copier", "nobody"],
+            "accepted_share": [0.8, 1.0],
+            "rows": [5, 3],
+            "accepted_rows": [4, 3],
+            "duplicates": [20, 0],
+            "quarantined": [1, 0],
+            "flags": ["mostly_duplicates", ""],
+        }
+    )
+    closed = close_epoch(replace(inputs, quality=quality))
+    rows = {r["contributor"]: r for r in closed.statements.iter_rows(named=True)}
+    copier, nobody = rows["copier"], rows["nobody"]
+    assert copier["amount_pool"] > 0 and "copied_rows_earn_nothing" in copier["flags"]
+    assert copier["rows_earning"] == copier["rows_accepted"] == 4
+    assert copier["rows_that_earned"] == "4 accepted rows (own, first submitted)"
+    assert copier["rows_that_earned_nothing"] == (
+        "20 duplicates of earlier submissions (credited to their first submitter), "
+        "1 quarantined, 1 rejected by quality"
+    )
+    assert copier["rows_contributed"] == (
+        copier["rows_earning"]
+        + copier["duplicates"]
+        + copier["quarantined"]
+        + copier["rows_rejected_by_quality"]
+    )
+    assert nobody["amount_total"] == 0 and nobody["rows_earning"] == 0
+    assert nobody["rows_that_earned"] == "none"
+    assert nobody["rows_that_earned_nothing"].startswith("3 accepted rows (own, first submitted):")
+    assert "negative_value" in nobody["rows_that_earned_nothing"]
+
+
 # --- on a real lake -------------------------------------------------------------------------
 
 
@@ -241,6 +282,48 @@ def test_recompute_reproduces_a_closed_epoch_bit_for_bit(closed_lake: Path) -> N
         assert record["pool"] == sums(result.closed)[0]
         assert record["inferences_paid"] == 3
     assert verify_lake(lake).ok
+
+
+def test_the_copiers_statement_says_only_their_own_rows_earned(closed_lake: Path) -> None:
+    """erin (a copier) is paid for her own rows and flagged for her copies: the statement
+    says which rows are which, and its counts match the ledgered tables."""
+    lake = Lake(closed_lake)
+    con = connect(lake)
+    for name in ("wine", "breast_cancer"):
+        (erin,) = statement_rows(lake, "erin", 0, name)
+        copies = con.execute(
+            "select first_contributor, count(*) from duplicates "
+            "where datanet = ? and contributor = 'erin' group by 1",
+            [name],
+        ).fetchall()
+        assert copies and all(first != "erin" for first, _ in copies)
+        copied = sum(n for _, n in copies)
+        assert erin["amount_total"] > 0 and "copied_rows_earn_nothing" in erin["flags"]
+        assert erin["rows_earning"] == erin["rows_accepted"] > 0
+        assert erin["rows_that_earned"] == (
+            f"{erin['rows_accepted']} accepted rows (own, first submitted)"
+        )
+        assert erin["rows_that_earned_nothing"].startswith(
+            f"{copied} duplicates of earlier submissions (credited to their first submitter)"
+        )
+        text = " ".join(export_text(statement_table(erin)).split())
+        assert f"rows that earned │ {erin['rows_that_earned']}" in text
+        assert "rows that earned nothing │ " in text
+    statements = pl.from_arrow(lake.read("statements"))
+    assert (
+        statements["rows_contributed"]
+        == statements["rows_accepted"]
+        + statements["duplicates"]
+        + statements["quarantined"]
+        + statements["rows_rejected_by_quality"]
+    ).all()
+
+
+def export_text(table: Table) -> str:
+    """A rich table as plain text, wide enough not to wrap."""
+    console = Console(width=400, record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text()
 
 
 def test_recompute_names_a_forged_payout(lake_copy: Path) -> None:

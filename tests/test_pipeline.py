@@ -34,8 +34,10 @@ HELD_OUT = "x,y\n1.5,0\n2.5,1\n3.5,1\n0.5,0\n"
 
 def publish(root: Path, name: str) -> None:
     """A spec and its validation file, as a data engineer would publish them."""
-    install_spec(root, SPEC.format(name=name))
-    (root / "specs" / "held_out.csv").write_text(HELD_OUT)
+    folder = root.parent / "published"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "held_out.csv").write_text(HELD_OUT)
+    install_spec(root, SPEC.format(name=name), base=folder)
 
 
 def add_rows(
@@ -167,7 +169,8 @@ def test_hand_written_spec_and_inbox_file_work_like_the_commands(
     root = tmp_path / "lake"
     (root / "specs").mkdir(parents=True)
     (root / "specs" / "handmade.yaml").write_text(SPEC.format(name="handmade"))
-    (root / "specs" / "held_out.csv").write_text(HELD_OUT)
+    (root / "specs" / "handmade").mkdir()
+    (root / "specs" / "handmade" / "validation.csv").write_text(HELD_OUT)
     inbox = root / "inbox" / "handmade"
     inbox.mkdir(parents=True)
     (inbox / "rows.csv").write_text("x,y\n1,0\n2,1\n")

@@ -16,7 +16,16 @@ from typer.testing import CliRunner
 
 from assets.datanets import parse_spec
 from assets.demo_data import DEMO_DATANETS, demo_spec
-from assets.quality import AXES, score_rows, training_rows, typicality, uniqueness
+from assets.ingest import DUPLICATES_SCHEMA, QUARANTINE_SCHEMA
+from assets.quality import (
+    AXES,
+    TINY_ROWS,
+    score_rows,
+    summarize_contributors,
+    training_rows,
+    typicality,
+    uniqueness,
+)
 from assets.training import train_model
 from assets.validation import validation_set
 from ledger.commitment import commit_table, row_leaf_hashes
@@ -196,3 +205,46 @@ def test_axes_are_probabilities_and_combined_follows_the_formula(
     )
     assert np.allclose(scored["combined"].to_numpy(), expected.to_numpy())
     assert (scored["accepted"] == (scored["combined"] >= SPEC.quality.min_row_score)).all()
+
+
+def flags_of(
+    own: dict[str, int], duplicates: dict[str, int], quarantined: dict[str, int]
+) -> dict[str, set[str]]:
+    """Contributor flags of a toy Datanet from own ingested rows, duplicates and
+    quarantined rows per contributor (a negative count: files rejected whole)."""
+    owners = [c for c, n in own.items() for _ in range(n)]
+    scored = score_rows(SPEC, toy(np.linspace(0, 10, len(owners)).tolist(), contributors=owners))
+
+    def frame(counts: dict[str, int], schema: dict, index: int | None = None) -> pl.DataFrame:
+        names = [c for c, n in counts.items() for _ in range(n)]
+        data: dict[str, list] = {k: [None] * len(names) for k in schema}
+        data["contributor"] = names
+        data["row_index"] = [i if index is None else index for i in range(len(names))]
+        return pl.DataFrame(data, schema=schema)
+
+    dups = frame(duplicates, DUPLICATES_SCHEMA)
+    bad = frame({k: v for k, v in quarantined.items() if v > 0}, QUARANTINE_SCHEMA)
+    whole = frame({k: -v for k, v in quarantined.items() if v < 0}, QUARANTINE_SCHEMA, -1)
+    everyone = sorted({*own, *duplicates, *quarantined})
+    summary = summarize_contributors(SPEC, scored, dups, pl.concat([bad, whole]), everyone)
+    return {
+        r["contributor"]: set(filter(None, r["flags"].split(",")))
+        for r in summary.iter_rows(named=True)
+    }
+
+
+def test_tiny_means_few_rows_of_ones_own_not_duplicates_or_rejections() -> None:
+    small = TINY_ROWS - 5
+    flags = flags_of(
+        own={"big": 3 * TINY_ROWS, "small": small, "half_copied": small, "junk": 2},
+        duplicates={"copier": 3 * TINY_ROWS, "half_copied": small},
+        quarantined={"junk": 3 * TINY_ROWS, "unsigned": -1},
+    )
+    assert "tiny" in flags["small"]
+    assert "tiny" not in flags["big"]
+    # all duplicates, no row of their own: not tiny; mostly_duplicates says why
+    assert "tiny" not in flags["copier"] and "mostly_duplicates" in flags["copier"]
+    assert "tiny" not in flags["half_copied"] and "mostly_duplicates" in flags["half_copied"]
+    assert "tiny" not in flags["junk"] and "mostly_rejected" in flags["junk"]
+    # only a file rejected whole: nothing ingested, not "tiny"
+    assert "tiny" not in flags["unsigned"] and "low_accepted_share" in flags["unsigned"]

@@ -42,17 +42,19 @@ def datanet_create(
     spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Datanet spec file (YAML or JSON).")],
     lake: LakeOption = DEFAULT_LAKE,
 ) -> None:
-    """Validate a spec and publish it (a changed spec becomes a new version)."""
-    from assets.datanets import SpecError
-    from assets.layout import install_spec
+    """Validate a spec and publish it with the validation file it names (relative to the
+    spec); a changed spec or validation file becomes a new version."""
+    from assets.datanets import read_spec_text
+    from assets.layout import SPECS, install_spec, validation_copy, validation_sha256
 
-    try:
-        text = spec.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{spec} is not UTF-8 text: {exc}") from None
-    parsed, changed = install_spec(lake_root(lake), text, str(spec))
+    root = lake_root(lake)
+    parsed, changed = install_spec(root, read_spec_text(spec), str(spec), base=spec.parent)
     state = "published" if changed else "unchanged"
     out.print(f"{parsed.name}: {state}, spec hash {parsed.spec_hash()}", highlight=False)
+    if parsed.validation.kind == "file":
+        copy = validation_copy(root / SPECS, parsed)
+        sha = validation_sha256(root / SPECS, parsed)
+        out.print(f"validation file {copy.relative_to(root)}, sha256 {sha}", highlight=False)
 
 
 @datanet_app.command("list")
