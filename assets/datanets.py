@@ -26,8 +26,12 @@ from pydantic import (
     model_validator,
 )
 
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-CONTRIBUTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+from assets.names import (  # re-exported: every stage imports them from here
+    SpecError,
+    check_contributor_id,
+    check_datanet_name,
+)
+
 MAX_AMOUNT = 2**62  # amounts are int64 base units; pools and fees stay well inside
 RESERVED_COLUMNS = ("datanet", "contributor", "batch_id", "received_at", "row_hash", "row_index")
 MAX_COLUMN_NAME = 200
@@ -41,34 +45,6 @@ COLUMN_RULE = (
     f"lake columns must be 1-{MAX_LAKE_COLUMN} characters, distinct within the spec, "
     f"and not one of {', '.join(RESERVED_COLUMNS)}"
 )
-
-
-class SpecError(ValueError):
-    """A Datanet spec, or a name, that cannot be accepted; the message says why."""
-
-
-def check_datanet_name(name: object) -> str:
-    """A Datanet name: 1-40 lowercase letters, digits or '_', starting with a letter."""
-    if not isinstance(name, str) or not NAME.match(name):
-        raise SpecError(
-            f"invalid Datanet name {name!r}: use 1-40 lowercase letters, digits or '_', "
-            "starting with a letter (no paths, spaces or control characters)"
-        )
-    return name
-
-
-def check_contributor_id(contributor: object) -> str:
-    """A contributor id: 1-63 letters, digits, '_', '-' or '.', no '..', no path parts."""
-    if (
-        not isinstance(contributor, str)
-        or not CONTRIBUTOR.match(contributor)
-        or ".." in contributor
-    ):
-        raise SpecError(
-            f"invalid contributor id {contributor!r}: use 1-63 letters, digits, '_', '-' or "
-            "'.', starting with a letter or digit, without '..'"
-        )
-    return contributor
 
 
 def lake_column(name: str) -> str:

@@ -25,6 +25,7 @@ from fractions import Fraction
 import polars as pl
 
 from assets.datanets import RewardPolicy
+from assets.names import epoch_key
 from assets.rewards import FeePolicy, Standing, split_fee, split_pool
 
 INT64_MAX = 2**63 - 1
@@ -110,11 +111,6 @@ CARRY_OVER = "next_epoch"
 
 class EpochError(ValueError):
     """An epoch that cannot be closed (or recomputed) as asked; the message says why."""
-
-
-def epoch_key(datanet: str, epoch: int) -> str:
-    """The partition value of a Datanet's epoch in the epoch tables."""
-    return f"{datanet}.{epoch}"
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from assets.datanets import (
     parse_spec,
 )
 from assets.ingest import MANIFEST_SUFFIX, file_sha256, read_strict, signing_message
+from assets.names import SPECS, spec_names  # noqa: F401  (re-exported)
 
-SPECS = "specs"
 INBOX = "inbox"
 REGISTRY = "registry"
 KEYS = "keys"
@@ -150,20 +150,6 @@ def contributor_public_key(root: Path, datanet: str, contributor: str) -> str:
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))["public_key"]
     return new_contributor_key(root, datanet, contributor)[1]
-
-
-def spec_names(root: Path) -> list[str]:
-    """Datanets that have a spec file, by name."""
-    folder = root / SPECS
-    if not folder.is_dir():
-        return []
-    names = []
-    for path in sorted(folder.glob("*.yaml")):
-        try:
-            names.append(check_datanet_name(path.stem))
-        except SpecError:
-            continue  # a stray file with a hostile name is never a Datanet
-    return names
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,24 @@ but SELECT and EXPLAIN (docs/security.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import duckdb
 
 from ledger.lake import Lake, LakeError, check_table_name
 
 
-def connect(lake: Lake, versions: Mapping[str, int] | None = None) -> duckdb.DuckDBPyConnection:
-    """In-memory DuckDB with one view per table (at `versions[name]` if given) + `ledger`."""
+def connect(
+    lake: Lake,
+    versions: Mapping[str, int] | None = None,
+    tables: Iterable[str] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """In-memory DuckDB with one view per table (at `versions[name]` if given) + `ledger`;
+    only the `tables` named, if given (opening every Delta log costs time)."""
     versions = dict(versions or {})
     con = duckdb.connect(":memory:")
-    names = lake.table_names()
+    wanted = None if tables is None else {t.lower() for t in tables}
+    names = [n for n in lake.table_names() if wanted is None or n in wanted]
     for name in list(versions):
         if name != "ledger" and name not in names:
             check_table_name(name)
@@ -33,7 +39,11 @@ def connect(lake: Lake, versions: Mapping[str, int] | None = None) -> duckdb.Duc
         dataset = lake.delta_table(name, versions.get(name)).to_pyarrow_dataset()
         con.register(name, dataset)
     try:
-        ledger = lake.ledger.delta_table(versions.get("ledger"))
+        ledger = (
+            lake.ledger.delta_table(versions.get("ledger"))
+            if wanted is None or "ledger" in wanted
+            else None
+        )
     except Exception as exc:  # delta-rs raises a bare error for a missing version
         raise LakeError(f"the ledger has no version {versions.get('ledger')}: {exc}") from exc
     if ledger is not None:
@@ -51,6 +61,15 @@ SANDBOX = (
     "SET lock_configuration = true",
 )
 READ_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def tables_named(query: str) -> set[str] | None:
+    """The tables a query names (None: it names none, e.g. SHOW TABLES: open them all)."""
+    try:
+        found = {name.lower() for name in duckdb.get_table_names(query)}
+    except duckdb.Error:
+        return None
+    return found or None
 
 
 def check_read_only(query: str) -> None:
@@ -73,6 +92,6 @@ def rows_where(lake: Lake, table: str, where: str, params: list[object]) -> list
     check_table_name(table)
     if table not in lake.table_names():
         return []
-    result = connect(lake).execute(f"select * from {table} where {where}", params)
+    result = connect(lake, tables=[table]).execute(f"select * from {table} where {where}", params)
     names = [d[0] for d in result.description]  # type: ignore[union-attr]
     return [dict(zip(names, row, strict=True)) for row in result.fetchall()]

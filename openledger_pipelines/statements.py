@@ -6,8 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from assets.datanets import check_contributor_id, check_datanet_name
-from assets.epochs import epoch_key
+from assets.names import check_contributor_id, check_datanet_name, epoch_key
 from ledger.lake import Lake
 from ledger.sql import connect, rows_where
 
@@ -15,11 +14,11 @@ from ledger.sql import connect, rows_where
 def datanet_summaries(lake: Lake) -> list[dict[str, Any]]:
     """Per Datanet with a spec: spec versions, contributors, and what ingestion did with
     its files (the same labels as the demo's ingestion table, all from `batches`)."""
-    from assets.layout import spec_names
+    from assets.names import spec_names
 
     names = spec_names(lake.root_path())
     tables = set(lake.table_names())
-    con = connect(lake)
+    con = connect(lake, tables=["datanets", "contributors", "batches"])
     try:
 
         def count(sql: str, table: str, name: str) -> int:

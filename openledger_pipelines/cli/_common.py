@@ -60,7 +60,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Expected failures, by module and class name: checked only if the module was imported
 # (an exception can only come from a module that ran), so this imports nothing heavy.
 USER_ERROR_TYPES = (
-    ("assets.datanets", "SpecError"),
+    ("assets.names", "SpecError"),
     ("ledger.lake", "LakeError"),
     ("ledger.log", "LedgerError"),
     ("ledger.checkpoint", "CheckpointError"),

@@ -51,8 +51,8 @@ def _proposal_id(events: pl.DataFrame, prefix: str) -> str:
 
 
 def _key_file(root: Path, datanet: str, contributor: str, key: Path | None) -> Path:
-    from assets.datanets import SpecError
     from assets.layout import key_path
+    from assets.names import SpecError
 
     path = key or key_path(root, datanet, contributor)
     if not path.exists():
@@ -89,10 +89,10 @@ def propose(
     key: KeyOption = None,
 ) -> None:
     """Propose a reward-policy change; contributors vote on it until its deadline."""
-    from assets.datanets import check_contributor_id, check_datanet_name
     from assets.governance import Proposal, proposal_message
     from assets.governance import propose as make_proposal
     from assets.layout import signer
+    from assets.names import check_contributor_id, check_datanet_name
     from openledger_pipelines.governance import policy_in_force, registered_key, rewards_paid
 
     store = open_lake(lake)
@@ -138,10 +138,10 @@ def vote(
     key: KeyOption = None,
 ) -> None:
     """Vote on a proposal, signed with your registered key; weight = rewards paid to you."""
-    from assets.datanets import check_datanet_name
     from assets.governance import vote as make_vote
     from assets.governance import vote_message
     from assets.layout import signer
+    from assets.names import check_datanet_name
     from openledger_pipelines.governance import events, registered_key
 
     store = open_lake(lake)
@@ -175,9 +175,9 @@ def tally(
 ) -> None:
     """Count a proposal's votes after its deadline: enact it (from the next epoch) or
     record it as failed."""
-    from assets.datanets import check_datanet_name
     from assets.governance import outcome, votes_so_far
     from assets.governance import tally as count_votes
+    from assets.names import check_datanet_name
     from assets.recompute import open_epoch
     from openledger_pipelines.governance import events
 
@@ -222,9 +222,9 @@ def proposals(datanet: DatanetOption, lake: LakeOption = DEFAULT_LAKE) -> None:
     """Proposals, their votes and outcomes."""
     from rich.table import Table
 
-    from assets.datanets import check_datanet_name
     from assets.governance import outcome
     from assets.governance import proposals as all_proposals
+    from assets.names import check_datanet_name
     from openledger_pipelines.governance import events
 
     check_datanet_name(datanet)

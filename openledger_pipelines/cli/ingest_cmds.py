@@ -94,8 +94,8 @@ def contributor_add(
     ] = None,
 ) -> None:
     """Register a contributor's Ed25519 public key with a Datanet (creating a key if needed)."""
-    from assets.datanets import SpecError, check_contributor_id, check_datanet_name
     from assets.layout import Registration, new_contributor_key, spec_names, write_registration
+    from assets.names import SpecError, check_contributor_id, check_datanet_name
 
     root = lake_root(lake)
     check_datanet_name(datanet)
@@ -141,8 +141,8 @@ def contribute(
     ] = None,
 ) -> None:
     """Submit files to a Datanet's inbox, signed with your key; `openledger run` ingests them."""
-    from assets.datanets import SpecError, check_datanet_name
     from assets.layout import spec_names, submit
+    from assets.names import SpecError, check_datanet_name
 
     root = lake_root(lake)
     check_datanet_name(datanet)
@@ -209,8 +209,8 @@ def run(
 
 def _datanets_or_all(root: Path, datanet: list[str] | None) -> list[str]:
     """The named Datanets (each must have a spec), or all of them."""
-    from assets.datanets import SpecError, check_datanet_name
     from assets.layout import spec_names
+    from assets.names import SpecError, check_datanet_name
 
     names = spec_names(root)
     for name in datanet or []:

@@ -113,7 +113,7 @@ def prove(
 ) -> None:
     """Inclusion proof (self-contained JSON): a row in a committed table version
     (--table/--key), or a contributor's rows in a model's training set (--contributor/--model)."""
-    from assets.datanets import check_contributor_id
+    from assets.names import check_contributor_id
     from ledger.proofs import contributor_proof_document, inclusion_proof_document
 
     if contributor is not None or model is not None:
@@ -192,7 +192,7 @@ def sql(
 ) -> None:
     """Run read-only DuckDB SQL over every table of the lake (one view per table, plus
     `ledger`). SQL cannot touch files: results go to stdout, or to --out."""
-    from ledger.sql import check_read_only, connect
+    from ledger.sql import check_read_only, connect, tables_named
 
     if output is not None and output.suffix not in OUT_FORMATS:
         raise ValueError(f"--out {output}: use a file ending in {', '.join(OUT_FORMATS)}")
@@ -203,7 +203,7 @@ def sql(
             versions[name] = int(text)
         except ValueError:
             raise ValueError(f"--at {name}={text}: the version must be a number") from None
-    con = connect(open_lake(lake), versions)
+    con = connect(open_lake(lake), versions, tables_named(query))
     try:
         result = con.sql(query)
         if result is None:

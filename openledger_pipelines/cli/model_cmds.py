@@ -33,7 +33,7 @@ def model_show(
     """The current model card: training data root, metrics, top features."""
     from rich.table import Table
 
-    from assets.datanets import SpecError, check_datanet_name
+    from assets.names import SpecError, check_datanet_name
     from ledger.sql import rows_where
 
     store = open_lake(lake)
@@ -81,8 +81,8 @@ def infer(
     """Serve predictions from the Datanet's current model and log them for attribution."""
     from rich.table import Table
 
-    from assets.datanets import check_datanet_name
     from assets.inference import current_model, read_queries, serve, write_log
+    from assets.names import check_datanet_name
     from openledger_pipelines.governance import policy_in_force
     from openledger_pipelines.ingestion import current_spec_at, read_or_empty
     from openledger_pipelines.modeling import MODELS_SCHEMA

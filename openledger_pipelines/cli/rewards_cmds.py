@@ -136,7 +136,7 @@ def statement(
     as_json: Annotated[bool, typer.Option("--json", help="A JSON list of objects.")] = False,
 ) -> None:
     """What a contributor earned and why, per Datanet and epoch, with the ledger entries."""
-    from assets.datanets import SpecError
+    from assets.names import SpecError
     from openledger_pipelines.statements import statement_rows, statement_table
 
     rows = statement_rows(open_lake(lake), contributor, epoch, datanet)
@@ -157,7 +157,7 @@ def recompute(
 ) -> None:
     """Rebuild every reward of a closed epoch from the ledgered tables alone; exit 1 on
     any difference."""
-    from assets.datanets import SpecError
+    from assets.names import SpecError
     from assets.recompute import closed_epochs, recompute_epoch
 
     store = open_lake(lake)
@@ -203,8 +203,8 @@ def report(
     """Write a self-contained HTML report (tables and charts) of an epoch."""
     import polars as pl
 
-    from assets.datanets import SpecError
     from assets.epochs import EPOCHS_SCHEMA, REWARDS_SCHEMA, STATEMENTS_SCHEMA
+    from assets.names import SpecError
     from assets.report import render_report
     from ledger.sql import rows_where
 
