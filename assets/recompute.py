@@ -34,8 +34,8 @@ from assets.epochs import (
 )
 from assets.governance import GOVERNANCE_SCHEMA, policy_for_epoch
 from ledger.commitment import commit_table
-from ledger.lake import Lake
-from ledger.log import LedgerEntry
+from ledger.lake import SEQ, Lake
+from ledger.log import LOG, LedgerEntry
 from ledger.verify import verify_entry_data
 
 EPOCH_TABLES = {"epochs": EPOCHS_SCHEMA, "rewards": REWARDS_SCHEMA, "statements": STATEMENTS_SCHEMA}
@@ -65,28 +65,28 @@ def source_table(name: str, datanet: str) -> str:
 def read_pinned(store: Lake, entry: LedgerEntry) -> pl.DataFrame:
     """A table snapshot at a ledger entry, after checking it still recomputes to the
     entry's root (EpochError naming the entry otherwise)."""
-    problems = verify_entry_data(store, entry)
+    problems = verify_entry_data(store, entry, whole=True)
     if problems:
         raise EpochError(f"ledger entry {entry.seq} does not match its data: {'; '.join(problems)}")
     name = entry.table_uri.rsplit("/", 1)[-1]
     partition = (entry.partition_column, entry.partition_key) if entry.partition_column else None
-    return pl.from_arrow(store.read(name, entry.delta_version, partition))  # type: ignore[arg-type,return-value]
+    rows = store.read(name, entry.delta_version, partition)
+    if entry.table_kind == LOG:  # a log's row numbers are the lake's, not the table's data
+        rows = rows.sort_by(SEQ).drop_columns([SEQ])
+    return pl.from_arrow(rows)  # type: ignore[arg-type,return-value]
 
 
 def latest_pins(store: Lake, datanet: str, epoch: int) -> dict[str, int | None]:
     """The newest ledger entry of each input of a Datanet's epoch (None: never written)."""
-    entries = store.ledger.entries()
     pins: dict[str, int | None] = {}
     for name in SOURCES:
         uri = store.table_uri(source_table(name, datanet))
-        wanted = epoch_key(datanet, epoch - 1) if name == "previous_epoch" else datanet
-        found = [
-            e.seq
-            for e in entries
-            if e.table_uri == uri
-            and (e.partition_key == wanted or (name == "contributions" and e.partition_key is None))
-        ]
-        pins[name] = found[-1] if found else None
+        if name == "contributions":  # one unpartitioned table per Datanet
+            found = store.ledger.latest(uri, None)
+        else:
+            wanted = epoch_key(datanet, epoch - 1) if name == "previous_epoch" else datanet
+            found = store.ledger.latest(uri, wanted)
+        pins[name] = found.seq if found is not None else None
     return pins
 
 
@@ -117,7 +117,6 @@ def gather_inputs(
     spec_hash: str | None = None,
 ) -> EpochInputs:
     """Read every pinned input (root-checked) and assemble what `close_epoch` needs."""
-    entries = store.ledger.entries()
     frames: dict[str, pl.DataFrame | None] = {}
     sources: dict[str, Source | None] = {}
     for name in SOURCES:
@@ -125,9 +124,9 @@ def gather_inputs(
         if seq is None:
             frames[name], sources[name] = None, None
             continue
-        if not 0 <= seq < len(entries):
+        entry = store.ledger.entry(seq)
+        if entry is None:
             raise EpochError(f"pinned ledger entry {seq} for {name} does not exist")
-        entry = entries[seq]
         expected = store.table_uri(source_table(name, datanet))
         if entry.table_uri != expected:
             raise EpochError(f"ledger entry {seq} is {entry.table_uri}, not {expected}")
@@ -159,7 +158,12 @@ def gather_inputs(
     if served is None:
         served = pl.DataFrame(schema={"inference_id": pl.String, "fee": pl.Int64})
     if previous is not None and previous["inferences_seq"][0] is not None:
-        paid_before = read_pinned(store, entries[int(previous["inferences_seq"][0])])
+        pinned = store.ledger.entry(int(previous["inferences_seq"][0]))
+        if pinned is None:
+            raise EpochError(
+                f"the previous epoch pins a missing entry {previous['inferences_seq'][0]}"
+            )
+        paid_before = read_pinned(store, pinned)
         served = served.join(paid_before.select("inference_id"), on="inference_id", how="anti")
     attributions = frames["inference_attributions"]
     if attributions is None:
@@ -187,17 +191,17 @@ def committed_epoch(store: Lake, datanet: str, epoch: int) -> dict[str, LedgerEn
     """The latest ledger entries of an epoch's three tables (empty if not closed)."""
     key = epoch_key(datanet, epoch)
     found: dict[str, LedgerEntry] = {}
-    for entry in store.ledger.entries():
-        for table in EPOCH_TABLES:
-            if entry.table_uri == store.table_uri(table) and entry.partition_key == key:
-                found[table] = entry
+    for table in EPOCH_TABLES:
+        entry = store.ledger.latest(store.table_uri(table), key)
+        if entry is not None:
+            found[table] = entry
     return found
 
 
 def closed_epochs(store: Lake, datanet: str) -> list[int]:
     """The epochs of a Datanet that have been closed, in order."""
     uri = store.table_uri("epochs")
-    keys = {e.partition_key for e in store.ledger.entries() if e.table_uri == uri}
+    keys = {e.partition_key for e in store.ledger.entries_of(uri)}
     return sorted(int(k.rsplit(".", 1)[1]) for k in keys if k and k.rsplit(".", 1)[0] == datanet)
 
 

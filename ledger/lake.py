@@ -16,23 +16,29 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from ledger.log import Ledger, LedgerEntry, default_lock_path
+from ledger.compact import CompactRange
+from ledger.hashing import EMPTY_ROOT
+from ledger.log import LOG, ROLLBACK, SNAPSHOT, Ledger, LedgerEntry, default_lock_path
 
 if TYPE_CHECKING:
     from ledger.commitment import Commitment
 
 TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 PARTITION_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+SEQ = "seq"  # the column a log table numbers its rows by, per partition
 TABLES_DIR = "tables"
 
 
@@ -157,15 +163,18 @@ class Lake:
         name: str,
         version: int | None = None,
         partition: tuple[str, str] | None = None,
+        where: pc.Expression | None = None,
     ) -> pa.Table:
-        """Rows of a table (optionally one partition) at a Delta version (default latest)."""
+        """Rows of a table (optionally one partition, and rows matching `where`) at a Delta
+        version (default latest); the files' statistics skip files `where` excludes."""
         dt = self.delta_table(name, version)
         dataset = dt.to_pyarrow_dataset()
         column_order = [f.name for f in dt.schema().to_arrow()]
-        expression = None
+        expression = where
         if partition is not None:
             column, value = partition
-            expression = pc.field(column) == value
+            matches = pc.field(column) == value
+            expression = matches if expression is None else matches & expression
         return dataset.to_table(columns=column_order, filter=expression)
 
     # --- writing -----------------------------------------------------------------
@@ -180,60 +189,151 @@ class Lake:
         run_id: str = "manual",
         code_version: str = "unknown",
     ) -> Committed:
-        """Write `data` as table `name` (or replace its `partition`) and ledger it.
+        """Write a *snapshot* table `name` (or replace its `partition`) and ledger it.
 
         With `partition=(column, value)`, only rows with that value are replaced and every
-        row of `data` must carry it; the ledger entry commits that partition's rows.
+        row of `data` must carry it; the ledger entry commits that partition's rows, in the
+        canonical order of `key` (docs/ledger-spec.md §4).
         """
         from ledger.commitment import as_arrow_table, commit_table
 
-        check_table_name(name)
-        table = as_arrow_table(data)
-        if partition is not None:
-            column, value = partition
-            check_partition_value(value)
-            if column not in table.column_names:
-                raise LakeError(f"partition column {column!r} missing from table {name!r}")
-            if table.num_rows and not pc.all(pc.equal(table.column(column), value)).as_py():
-                raise LakeError(f"rows of table {name!r} outside partition {column}={value!r}")
-        table_uri = self.table_uri(name)
-        uri = self.absolute_uri(table_uri)
+        table = _checked(name, as_arrow_table(data), partition)
+        uri = self.absolute_uri(self.table_uri(name))
         with self.ledger.lock():
-            exists = self._exists(uri)
-            if partition is not None and exists:
+            self.supersede_orphans(name, run_id=run_id, code_version=code_version)
+            if partition is not None and self._exists(uri):
                 column, value = partition
-                write_deltalake(
-                    uri,
-                    table,
-                    mode="overwrite",
-                    predicate=f"{column} = '{value}'",
-                    storage_options=self.storage_options,
+                self._delta_write(
+                    uri, table, run_id, mode="overwrite", predicate=f"{column} = '{value}'"
                 )
             else:
-                write_deltalake(
+                self._delta_write(
                     uri,
                     table,
+                    run_id,
                     mode="overwrite",
                     partition_by=[partition[0]] if partition is not None else None,
-                    storage_options=self.storage_options,
                 )
-            version = DeltaTable(uri, storage_options=self.storage_options).version()
-            read_back = self.read(name, version, partition)
-            commitment = commit_table(read_back, key)
+            version = self._version(uri)
+            commit_point(f"delta:{name}")
+            commitment = commit_table(self.read(name, version, partition), key)
             entry = self.ledger.append(
                 asset_key=asset_key or name,
                 partition_key=partition[1] if partition is not None else None,
                 partition_column=partition[0] if partition is not None else None,
-                table_uri=table_uri,
+                table_uri=self.table_uri(name),
+                table_kind=SNAPSHOT,
                 delta_version=version,
                 schema_hash=commitment.schema_hash,
                 row_key=",".join(key or ()),
+                old_row_count=0,
                 row_count=commitment.row_count,
                 data_root=commitment.root,
+                data_range="",
                 run_id=run_id,
                 code_version=code_version,
             )
-        return Committed(name, table_uri, version, commitment, entry)
+            commit_point(f"ledger:{name}")
+        return Committed(name, self.table_uri(name), version, commitment, entry)
+
+    def append(
+        self,
+        name: str,
+        data: object,
+        *,
+        asset_key: str | None = None,
+        partition: tuple[str, str] | None = None,
+        run_id: str = "manual",
+        code_version: str = "unknown",
+    ) -> Committed:
+        """Append rows to a *log* table `name` (or its `partition`) and ledger them.
+
+        Each row gets the next `seq` of its table (partition), assigned here; the data root
+        is the RFC 9162 root over all rows in `seq` order, extended from the previous
+        entry's compact range with the rows this version added, which are all that is
+        read back: the cost follows the new rows, not the table (docs/ledger-spec.md §4.2).
+        Appending no rows to an existing log commits nothing and returns its last entry.
+        """
+        from ledger.commitment import as_arrow_table
+
+        table = _checked(name, as_arrow_table(data), partition)
+        if SEQ in table.column_names:
+            raise LakeError(f"log table {name!r}: `{SEQ}` is assigned by the lake, not given")
+        uri = self.absolute_uri(self.table_uri(name))
+        partition_key = partition[1] if partition is not None else None
+        with self.ledger.lock():
+            self.supersede_orphans(name, run_id=run_id, code_version=code_version)
+            head = self.ledger.latest(self.table_uri(name), partition_key)
+            if head is not None and head.table_kind != LOG:
+                raise LakeError(f"table {name!r} is a snapshot table; use Lake.write")
+            if head is not None and table.num_rows == 0:
+                return committed_from_entry(head)
+            before = head.row_count if head is not None else 0
+            seqs = pa.array(range(before, before + table.num_rows), type=pa.int64())
+            table = table.add_column(0, pa.field(SEQ, pa.int64(), nullable=False), seqs)
+            self._delta_write(
+                uri,
+                table,
+                run_id,
+                mode="append",
+                partition_by=[partition[0]] if partition is not None else None,
+            )
+            version = self._version(uri)
+            commit_point(f"delta:{name}")
+            added = self._read_new_rows(name, version, partition, before)
+            if head is not None and added.schema_hash != head.schema_hash:
+                raise LakeError(
+                    f"log table {name!r}: appended rows have another schema than its log"
+                )
+            grown = (
+                head.data_compact_range() if head is not None else CompactRange.empty()
+            ).extend(added.leaf_hashes)
+            entry = self.ledger.append(
+                asset_key=asset_key or name,
+                partition_key=partition_key,
+                partition_column=partition[0] if partition is not None else None,
+                table_uri=self.table_uri(name),
+                table_kind=LOG,
+                delta_version=version,
+                schema_hash=added.schema_hash,
+                row_key=SEQ,
+                old_row_count=before,
+                row_count=grown.size,
+                data_root=grown.root().hex(),
+                data_range=grown.text(),
+                run_id=run_id,
+                code_version=code_version,
+            )
+            commit_point(f"ledger:{name}")
+        return committed_from_entry(entry)
+
+    def _read_new_rows(
+        self, name: str, version: int, partition: tuple[str, str] | None, before: int
+    ) -> NewRows:
+        """The rows a log version added (seq >= before), read back from their files only
+        (file statistics prune the rest), checked to continue the sequence exactly."""
+        from ledger.commitment import leaf_hash_matrix
+        from ledger.encoding import schema_hash
+
+        rows = self.read(name, version, partition, pc.field(SEQ) >= before).sort_by(SEQ)
+        expected = pa.array(range(before, before + rows.num_rows), type=pa.int64())
+        if not rows.column(SEQ).combine_chunks().equals(expected):
+            raise LakeError(f"log table {name!r} v{version}: `{SEQ}` is not contiguous")
+        return NewRows(leaf_hash_matrix(rows), schema_hash(rows.schema))
+
+    def _delta_write(self, uri: str, table: pa.Table, run_id: str, **options: object) -> None:
+        """One Delta commit, naming its writer (run and process) in the commit info, so a
+        version left without its ledger entry can be traced to a run that died."""
+        write_deltalake(
+            uri,
+            table,
+            storage_options=self.storage_options,
+            commit_properties=CommitProperties(custom_metadata=writer_metadata(run_id)),
+            **options,  # type: ignore[arg-type]
+        )
+
+    def _version(self, uri: str) -> int:
+        return DeltaTable(uri, storage_options=self.storage_options).version()
 
     def _exists(self, uri: str) -> bool:
         try:
@@ -241,3 +341,160 @@ class Lake:
             return True
         except TableNotFoundError:
             return False
+
+    # --- recovery ----------------------------------------------------------------
+    def orphan_versions(self, name: str) -> list[int]:
+        """Delta versions of a table after its last ledgered one: written by a run that
+        died between the Delta commit and the ledger append (under the lock, no live
+        writer can be between the two)."""
+        uri = self.absolute_uri(self.table_uri(name))
+        if not self._exists(uri):
+            return []
+        last = self.ledger.last_version_of(self.table_uri(name))
+        return list(range(last + 1, self._version(uri) + 1))
+
+    def supersede_orphans(self, name: str, *, run_id: str, code_version: str) -> list[LedgerEntry]:
+        """Roll back a table's orphan versions (docs/ledger-spec.md §5.3): every partition
+        they touched is rewritten with its last ledgered rows, and a `rollback` entry names
+        the superseded versions and the runs that wrote them. Call holding the lock."""
+        orphans = self.orphan_versions(name)
+        if not orphans:
+            return []
+        uri = self.absolute_uri(self.table_uri(name))
+        last = orphans[0] - 1
+        writers = sorted({_writer(self.delta_table(name, v)) for v in orphans})
+        touched = self._touched_partitions(name, last, orphans[-1])
+        rolled: list[LedgerEntry] = []
+        for column, value in touched:
+            partition = (column, value) if column is not None else None
+            entry = self.ledger.latest(self.table_uri(name), value)
+            restored = (
+                self.read(name, entry.delta_version, partition)
+                if entry is not None
+                else self._empty_like(name, orphans[-1])
+            )
+            if partition is not None and self._exists(uri) and last >= 0:
+                self._delta_write(
+                    uri, restored, run_id, mode="overwrite", predicate=f"{column} = '{value}'"
+                )
+            else:
+                self._delta_write(uri, restored, run_id, mode="overwrite", schema_mode="overwrite")
+            version = self._version(uri)
+            rolled.append(
+                self.ledger.append(
+                    asset_key=entry.asset_key if entry is not None else name,
+                    partition_key=value,
+                    partition_column=column,
+                    table_uri=self.table_uri(name),
+                    table_kind=entry.table_kind if entry is not None else SNAPSHOT,
+                    delta_version=version,
+                    schema_hash=entry.schema_hash if entry is not None else "",
+                    row_key=entry.row_key if entry is not None else "",
+                    old_row_count=entry.row_count if entry is not None else 0,
+                    row_count=entry.row_count if entry is not None else 0,
+                    data_root=entry.data_root if entry is not None else EMPTY_ROOT.hex(),
+                    data_range=entry.data_range if entry is not None else "",
+                    run_id=run_id,
+                    code_version=code_version,
+                    entry_type=ROLLBACK,
+                    superseded=",".join(str(v) for v in orphans),
+                    note=f"rolled back version(s) {orphans} written by {', '.join(writers)} "
+                    "without a ledger entry",
+                )
+            )
+        return rolled
+
+    def recover(self, *, run_id: str, code_version: str) -> list[LedgerEntry]:
+        """Roll back the orphan versions of every table (what a killed run left between a
+        Delta commit and its ledger entry); the rollback entries, in ledger order."""
+        rolled: list[LedgerEntry] = []
+        with self.ledger.lock():
+            for name in self.table_names():
+                rolled += self.supersede_orphans(name, run_id=run_id, code_version=code_version)
+        return rolled
+
+    def _touched_partitions(
+        self, name: str, before: int, after: int
+    ) -> list[tuple[str | None, str | None]]:
+        """(partition column, value) of every partition changed between two versions;
+        [(None, None)] for an unpartitioned table."""
+        columns = self.delta_table(name, after).metadata().partition_columns
+        if not columns:
+            return [(None, None)]
+        column = columns[0]
+        files_after = _files(self.delta_table(name, after), column)
+        files_before = _files(self.delta_table(name, before), column) if before >= 0 else {}
+        changed = {files_after[f] for f in files_after.keys() - files_before.keys()}
+        changed |= {files_before[f] for f in files_before.keys() - files_after.keys()}
+        return [(column, str(v)) for v in sorted(changed, key=str)]
+
+    def _empty_like(self, name: str, version: int) -> pa.Table:
+        return self.read(name, version).schema.empty_table()
+
+
+@dataclass(frozen=True)
+class NewRows:
+    leaf_hashes: np.ndarray
+    schema_hash: str
+
+
+def _checked(name: str, table: pa.Table, partition: tuple[str, str] | None) -> pa.Table:
+    """`table`, after checking the name and that every row is in `partition`."""
+    check_table_name(name)
+    if partition is not None:
+        column, value = partition
+        check_partition_value(value)
+        if column not in table.column_names:
+            raise LakeError(f"partition column {column!r} missing from table {name!r}")
+        if table.num_rows and not pc.all(pc.equal(table.column(column), value)).as_py():
+            raise LakeError(f"rows of table {name!r} outside partition {column}={value!r}")
+    return table
+
+
+def _files(dt: DeltaTable, column: str) -> dict[str, object]:
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    return dict(
+        zip(actions["path"].to_pylist(), actions[f"partition.{column}"].to_pylist(), strict=True)
+    )
+
+
+def writer_metadata(run_id: str) -> dict[str, str]:
+    """Who is writing this Delta version: run, process and host."""
+    return {
+        "openledger.run_id": run_id,
+        "openledger.pid": str(os.getpid()),
+        "openledger.host": socket.gethostname(),
+    }
+
+
+def _writer(dt: DeltaTable) -> str:
+    info = (dt.history(1) or [{}])[0]
+    return f"run {info.get('openledger.run_id', '?')} (pid {info.get('openledger.pid', '?')})"
+
+
+def committed_from_entry(entry: LedgerEntry) -> Committed:
+    """The `Committed` of an existing ledger entry (e.g. an append of nothing)."""
+    from ledger.commitment import Commitment
+
+    name = entry.table_uri.rsplit("/", 1)[-1]
+    commitment = Commitment(entry.data_root, entry.row_count, entry.schema_hash)
+    return Committed(name, entry.table_uri, entry.delta_version, commitment, entry)
+
+
+def commit_point(label: str) -> None:
+    """A point where the write path has committed something (a Delta version, a ledger
+    entry). With $OPENLEDGER_CRASH_AT=N the process kills itself (SIGKILL) at the N-th
+    point; $OPENLEDGER_COMMIT_POINTS names a file each point's label is appended to.
+    The crash tests (tests/test_crash.py) use both; nothing else sets them."""
+    log = os.environ.get("OPENLEDGER_COMMIT_POINTS")
+    if log:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(label + "\n")
+    crash_at = os.environ.get("OPENLEDGER_CRASH_AT")
+    if crash_at:
+        _POINTS[0] += 1
+        if _POINTS[0] == int(crash_at):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+_POINTS = [0]

@@ -1,10 +1,15 @@
 """The append-only ledger table: one hash-linked entry per committed materialization.
 
-Each entry's leaf is the canonical row encoding of its fields (all columns but
-`entry_hash` and `log_root`); `entry_hash` = SHA-256(0x00 ‖ leaf), and `log_root` is the
-RFC 9162 root over all entry hashes up to and including this entry, so the ledger is itself
-a Merkle log with inclusion and consistency proofs. `prev_log_root` links each entry to
-the log before it.
+Each entry's leaf is the canonical row encoding of its committed fields (`ENTRY_FIELDS`,
+everything but the three derived ones); `entry_hash` = SHA-256(0x00 ‖ leaf), `log_root` is
+the RFC 9162 root over all entry hashes up to and including this entry, and `log_range`
+is that tree's compact range, so the next entry's log root needs this entry alone: an
+append costs O(log n), whatever the size of the ledger (docs/ledger-spec.md §5).
+
+"The last entry" is read from the one data file the `seq` statistics point to, and "the
+latest entry of table T, partition P" from the files whose statistics can hold T: the
+ledger is compacted now and then with its entries clustered by table (`compact`), so
+neither reads the whole ledger.
 
 Appends are serialized by an exclusive lock file in the lake (one writer at a time across
 processes on this machine); after writing, the Delta version is checked to be exactly one
@@ -26,34 +31,49 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from ledger.hashing import EMPTY_ROOT, root_of_leaf_hashes, sha256_binary
-from ledger.proofcheck import ENCODING_VERSION, ENTRY_FIELDS
+from ledger.compact import CompactRange
+from ledger.hashing import EMPTY_ROOT
+from ledger.proofcheck import ENCODING_VERSION, ENTRY_FIELDS, LEDGER_VERSION, leaf_hash
 
 LEDGER_SCHEMA = pa.schema(
     [
         pa.field("seq", pa.int64(), nullable=False),
+        pa.field("ledger_version", pa.int64(), nullable=False),
+        pa.field("entry_type", pa.string(), nullable=False),
         pa.field("asset_key", pa.string(), nullable=False),
         pa.field("partition_key", pa.string()),
         pa.field("partition_column", pa.string()),
         pa.field("table_uri", pa.string(), nullable=False),
+        pa.field("table_kind", pa.string(), nullable=False),
         pa.field("delta_version", pa.int64(), nullable=False),
         pa.field("encoding_version", pa.int64(), nullable=False),
         pa.field("schema_hash", pa.string(), nullable=False),
         pa.field("row_key", pa.string(), nullable=False),
+        pa.field("old_row_count", pa.int64(), nullable=False),
         pa.field("row_count", pa.int64(), nullable=False),
         pa.field("data_root", pa.string(), nullable=False),
+        pa.field("data_range", pa.string(), nullable=False),
+        pa.field("superseded", pa.string(), nullable=False),
         pa.field("prev_log_root", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("code_version", pa.string(), nullable=False),
         pa.field("committed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("note", pa.string(), nullable=False),
         pa.field("entry_hash", pa.string(), nullable=False),
         pa.field("log_root", pa.string(), nullable=False),
+        pa.field("log_range", pa.string(), nullable=False),
     ]
 )
-# The fields an entry's leaf commits to: everything but the two derived hashes.
-if tuple(LEDGER_SCHEMA.names[:-2]) != ENTRY_FIELDS:
+DERIVED_FIELDS = ("entry_hash", "log_root", "log_range")
+# The fields an entry's leaf commits to: everything but the derived ones.
+if tuple(LEDGER_SCHEMA.names[: -len(DERIVED_FIELDS)]) != ENTRY_FIELDS:
     raise ImportError("ledger.log.LEDGER_SCHEMA and ledger.proofcheck.ENTRY_FIELDS disagree")
 ENTRY_SCHEMA = pa.schema([LEDGER_SCHEMA.field(n) for n in ENTRY_FIELDS])
+LOG, SNAPSHOT = "log", "snapshot"
+# Every this many entries the ledger's small files are rewritten into few, clustered by
+# table (a Z-order OPTIMIZE: same rows, no data change), so reading it stays cheap.
+COMPACT_EVERY = 1000
+COMMIT, ROLLBACK = "commit", "rollback"
 
 
 class LedgerError(RuntimeError):
@@ -63,26 +83,45 @@ class LedgerError(RuntimeError):
 @dataclass(frozen=True)
 class LedgerEntry:
     seq: int
+    ledger_version: int
+    entry_type: str
     asset_key: str
     partition_key: str | None
     partition_column: str | None
     table_uri: str
+    table_kind: str
     delta_version: int
     encoding_version: int
     schema_hash: str
     row_key: str
+    old_row_count: int
     row_count: int
     data_root: str
+    data_range: str
+    superseded: str
     prev_log_root: str
     run_id: str
     code_version: str
     committed_at: datetime
+    note: str
     entry_hash: str
     log_root: str
+    log_range: str
 
     def leaf(self) -> bytes:
         """The entry's raw leaf data: the canonical encoding of its committed fields."""
         return entry_leaf(asdict(self))
+
+    def data_compact_range(self) -> CompactRange:
+        """The committed table's compact range after this entry (log tables)."""
+        return CompactRange.parse(self.row_count, self.data_range)
+
+    def log_compact_range(self) -> CompactRange:
+        """The ledger's compact range after this entry."""
+        return CompactRange.parse(self.seq + 1, self.log_range)
+
+    def superseded_versions(self) -> list[int]:
+        return [int(v) for v in self.superseded.split(",") if v]
 
 
 def entry_leaf(values: dict[str, object]) -> bytes:
@@ -108,6 +147,16 @@ def entry_hash_matrix(entries: list[LedgerEntry]) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(len(entries), 32)
 
 
+def _refuse_old_format(dt: DeltaTable) -> None:
+    names = {f.name for f in dt.schema().to_arrow()}
+    if "ledger_version" not in names:
+        raise LedgerError(
+            "this lake's ledger was written by ledger format 1 (before log tables and "
+            "compact ranges); this code reads format 2 only. Keep using the old release to "
+            "read it, or rebuild the lake (e.g. `openledger demo --fresh` for a demo lake)"
+        )
+
+
 class Ledger:
     """The ledger table of one lake."""
 
@@ -119,23 +168,142 @@ class Ledger:
     # --- reading ---------------------------------------------------------------
     def delta_table(self, version: int | None = None) -> DeltaTable | None:
         try:
-            return DeltaTable(self.uri, version=version, storage_options=self.storage_options)
+            dt = DeltaTable(self.uri, version=version, storage_options=self.storage_options)
         except TableNotFoundError:
             return None
+        _refuse_old_format(dt)
+        return dt
 
     def read_table(self, version: int | None = None) -> pa.Table:
         dt = self.delta_table(version)
         if dt is None:
             return LEDGER_SCHEMA.empty_table()
-        return dt.to_pyarrow_table().cast(LEDGER_SCHEMA)
+        table = dt.to_pyarrow_dataset().to_table()
+        return table.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
 
     def entries(self) -> list[LedgerEntry]:
         return entries_from_table(self.read_table())
+
+    def _last_rows(self, dt: DeltaTable, table_uri: str | None, partition: str | None) -> pa.Table:
+        """The entry with the highest `seq` (of one table and partition, if given). Files
+        are pruned by their statistics (the ledger is clustered by table when compacted,
+        see `compact`), so neither case reads the whole ledger."""
+        import pyarrow.compute as pc
+
+        dataset = dt.to_pyarrow_dataset()
+        if table_uri is None:
+            actions = pa.table(dt.get_add_actions(flatten=True))
+            if actions.num_rows == 0:
+                return LEDGER_SCHEMA.empty_table()
+            wanted = pc.field("seq") == pc.max(actions["max.seq"]).as_py()
+        else:
+            wanted = pc.field("table_uri") == table_uri
+            if partition is None:
+                wanted &= pc.field("partition_key").is_null()
+            else:
+                wanted &= pc.field("partition_key") == partition
+            found = dataset.to_table(columns=["seq"], filter=wanted).column("seq")
+            if len(found) == 0:
+                return LEDGER_SCHEMA.empty_table()
+            wanted = pc.field("seq") == pc.max(found).as_py()
+        return dataset.to_table(filter=wanted).select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
+
+    def head(self) -> LedgerEntry | None:
+        """The last entry (highest seq), read from one data file."""
+        dt = self.delta_table()
+        if dt is None:
+            return None
+        rows = entries_from_table(self._last_rows(dt, None, None))
+        if len(rows) > 1:
+            raise LedgerError(
+                f"ledger sequence is not contiguous: {len(rows)} entries claim seq "
+                f"{rows[0].seq} (a fork); run `openledger verify`"
+            )
+        return rows[-1] if rows else None
+
+    def latest(self, table_uri: str, partition_key: str | None) -> LedgerEntry | None:
+        """The latest entry committing `table_uri` (partition `partition_key`), or None."""
+        dt = self.delta_table()
+        if dt is None:
+            return None
+        rows = entries_from_table(self._last_rows(dt, table_uri, partition_key))
+        return rows[-1] if rows else None
+
+    def _where(self, condition: object) -> list[LedgerEntry]:
+        """Entries matching a pyarrow filter; file statistics skip the files it excludes."""
+        dt = self.delta_table()
+        if dt is None:
+            return []
+        rows = dt.to_pyarrow_dataset().to_table(filter=condition)
+        return entries_from_table(rows.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA))
+
+    def entry(self, seq: int) -> LedgerEntry | None:
+        """The entry with sequence number `seq` (None: no such entry)."""
+        import pyarrow.compute as pc
+
+        found = self._where(pc.field("seq") == seq)
+        if len(found) > 1:
+            raise LedgerError(f"{len(found)} entries claim seq {seq}; run `openledger verify`")
+        return found[0] if found else None
+
+    def entries_of(self, table_uri: str, partition_key: str | None = None) -> list[LedgerEntry]:
+        """The entries of one table (one partition, if given), in order."""
+        import pyarrow.compute as pc
+
+        condition = pc.field("table_uri") == table_uri
+        if partition_key is not None:
+            condition &= pc.field("partition_key") == partition_key
+        return self._where(condition)
+
+    def previous(self, entry: LedgerEntry) -> LedgerEntry | None:
+        """The entry before `entry` of the same table and partition, or None."""
+        dt = self.delta_table()
+        if dt is None:
+            return None
+        import pyarrow.compute as pc
+
+        same = (pc.field("table_uri") == entry.table_uri) & (pc.field("seq") < entry.seq)
+        if entry.partition_key is None:
+            same &= pc.field("partition_key").is_null()
+        else:
+            same &= pc.field("partition_key") == entry.partition_key
+        rows = entries_from_table(
+            dt.to_pyarrow_dataset().to_table(filter=same).select(LEDGER_SCHEMA.names)
+        )
+        return rows[-1] if rows else None
+
+    def last_version_of(self, table_uri: str) -> int:
+        """The highest Delta version of a table that an entry commits (or supersedes); -1
+        if none: versions after it were never ledgered."""
+        dt = self.delta_table()
+        if dt is None:
+            return -1
+        import pyarrow.compute as pc
+
+        rows = dt.to_pyarrow_dataset().to_table(
+            columns=["delta_version", "superseded"], filter=pc.field("table_uri") == table_uri
+        )
+        versions = rows.column("delta_version").to_pylist()
+        for text in rows.column("superseded").to_pylist():
+            versions += [int(v) for v in text.split(",") if v]
+        return max(versions, default=-1)
 
     # --- appending -------------------------------------------------------------
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive, blocking, cross-process lock over every ledger append."""
         return exclusive_lock(self.lock_path)
+
+    def lock_is_held(self) -> bool:
+        """Whether some process holds the lock now (a write is being committed)."""
+        if self.lock_path is None or not self.lock_path.exists():
+            return False
+        with open(self.lock_path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
     def append(
         self,
@@ -144,55 +312,79 @@ class Ledger:
         partition_key: str | None,
         partition_column: str | None,
         table_uri: str,
+        table_kind: str,
         delta_version: int,
         schema_hash: str,
         row_key: str,
+        old_row_count: int,
         row_count: int,
         data_root: str,
+        data_range: str,
         run_id: str,
         code_version: str,
+        entry_type: str = COMMIT,
+        superseded: str = "",
+        note: str = "",
         encoding_version: int = ENCODING_VERSION,
         committed_at: datetime | None = None,
     ) -> LedgerEntry:
-        """Append one entry. Call while holding `lock()`."""
+        """Append one entry, in O(log n) from the previous entry. Call holding `lock()`."""
         dt = self.delta_table()
         before = dt.version() if dt is not None else -1
-        existing = self.entries()
-        if [e.seq for e in existing] != list(range(len(existing))):
-            raise LedgerError("ledger sequence is not contiguous; run `openledger verify`")
-        prev_root = existing[-1].log_root if existing else EMPTY_ROOT.hex()
+        head = self.head()
+        seq = head.seq + 1 if head is not None else 0
+        log_range = head.log_compact_range() if head is not None else CompactRange.empty()
         when = (committed_at or datetime.now(UTC)).astimezone(UTC)
         values: dict[str, object] = {
-            "seq": len(existing),
+            "seq": seq,
+            "ledger_version": LEDGER_VERSION,
+            "entry_type": entry_type,
             "asset_key": asset_key,
             "partition_key": partition_key,
             "partition_column": partition_column,
             "table_uri": table_uri,
+            "table_kind": table_kind,
             "delta_version": delta_version,
             "encoding_version": encoding_version,
             "schema_hash": schema_hash,
             "row_key": row_key,
+            "old_row_count": old_row_count,
             "row_count": row_count,
             "data_root": data_root,
-            "prev_log_root": prev_root,
+            "data_range": data_range,
+            "superseded": superseded,
+            "prev_log_root": head.log_root if head is not None else EMPTY_ROOT.hex(),
             "run_id": run_id,
             "code_version": code_version,
             "committed_at": when,
+            "note": note,
         }
-        leaf = entry_leaf(values)
-        new_hash = sha256_binary(pa.array([b"\x00" + leaf], pa.large_binary()))
-        hashes = np.concatenate([entry_hash_matrix(existing), new_hash])
-        values["entry_hash"] = new_hash[0].tobytes().hex()
-        values["log_root"] = root_of_leaf_hashes(hashes).hex()
+        new_hash = leaf_hash(entry_leaf(values))
+        log_range = log_range.extend(np.frombuffer(new_hash, dtype=np.uint8).reshape(1, 32))
+        values["entry_hash"] = new_hash.hex()
+        values["log_root"] = log_range.root().hex()
+        values["log_range"] = log_range.text()
         row = pa.Table.from_pylist([values], schema=LEDGER_SCHEMA)
         write_deltalake(self.uri, row, mode="append", storage_options=self.storage_options)
-        after = self.delta_table().version()
-        if after != before + 1:
+        written = self.delta_table()
+        assert written is not None
+        if written.version() != before + 1:
             raise LedgerError(
-                f"ledger moved from version {before} to {after} during one append: another "
-                "writer appended concurrently outside the lock; run `openledger verify`"
+                f"ledger moved from version {before} to {written.version()} during one "
+                "append: another writer appended concurrently outside the lock; "
+                "run `openledger verify`"
             )
+        if (seq + 1) % COMPACT_EVERY == 0:
+            self.compact(written)
         return LedgerEntry(**values)  # type: ignore[arg-type]
+
+    def compact(self, dt: DeltaTable | None = None) -> None:
+        """Rewrite the ledger's files into few, clustered by table and partition (Delta
+        OPTIMIZE with Z-order: the rows and their order by `seq` are unchanged, the old
+        files stay for time travel). Call holding `lock()`."""
+        dt = dt or self.delta_table()
+        if dt is not None:
+            dt.optimize.z_order(["table_uri", "partition_key"])
 
 
 @contextlib.contextmanager

@@ -128,24 +128,32 @@ def verify_consistency(
         return False
 
 
-# The fields an entry's leaf encodes, in order (docs/ledger-spec.md); ledger.log uses this.
+# The fields an entry's leaf encodes, in order (docs/ledger-spec.md §5); ledger.log uses this.
 ENTRY_FIELDS = (
     "seq",
+    "ledger_version",
+    "entry_type",
     "asset_key",
     "partition_key",
     "partition_column",
     "table_uri",
+    "table_kind",
     "delta_version",
     "encoding_version",
     "schema_hash",
     "row_key",
+    "old_row_count",
     "row_count",
     "data_root",
+    "data_range",
+    "superseded",
     "prev_log_root",
     "run_id",
     "code_version",
     "committed_at",
+    "note",
 )
+LEDGER_VERSION = 2
 ENCODING_VERSION = 1
 
 
@@ -250,6 +258,8 @@ def check_proof_document(doc: Any) -> tuple[bool, str]:
             ) % (doc["old_size"], doc["new_size"])
         if kind == "openledger-contributor-proof/v1":
             return _check_contributor_proof(doc)
+        if kind == "openledger-table-consistency-proof/v1":
+            return _check_table_consistency(doc)
         if kind != "openledger-inclusion-proof/v1":
             return False, f"unknown proof format {kind!r}"
         data, entry = doc["data"], doc["entry"]
@@ -271,23 +281,10 @@ def check_proof_document(doc: Any) -> tuple[bool, str]:
         decoded = decode_row(leaf)
         if list(shown) != names or not all(map(_same, shown.values(), decoded)):
             return False, "the row shown in the proof is not the row its leaf encodes"
-        if fields["seq"] != entry["index"]:
-            return False, "ledger entry's sequence number differs from its index in the log"
-        log_size, log_root = entry["log_size"], bytes.fromhex(entry["log_root"])
-        if not verify_inclusion(
-            bytes.fromhex(entry["leaf"]),
-            entry["index"],
-            log_size,
-            _hexes(entry["path"]),
-            log_root,
-        ):
-            return False, "ledger entry is NOT included in the ledger's log root"
-        head = entry["head"]  # the last entry binds log_size to log_root
-        head_fields = dict(zip(ENTRY_FIELDS, decode_row(bytes.fromhex(head["leaf"])), strict=True))
-        if head_fields["seq"] != log_size - 1 or not verify_inclusion(
-            bytes.fromhex(head["leaf"]), log_size - 1, log_size, _hexes(head["path"]), log_root
-        ):
-            return False, "the log root is not the root of a ledger of the stated size"
+        problem = _entry_problem(entry)
+        if problem:
+            return False, problem
+        log_size = entry["log_size"]
         return True, (
             f"row {data['index']} of {data['size']} is in table {fields['table_uri']} "
             f"version {fields['delta_version']}, committed as ledger entry "
@@ -296,6 +293,63 @@ def check_proof_document(doc: Any) -> tuple[bool, str]:
         )
     except Exception as exc:  # malformed document
         return False, f"malformed proof document: {exc.__class__.__name__}: {exc}"
+
+
+def _entry_fields(entry: Any) -> dict[str, Any]:
+    if list(entry["fields"]) != list(ENTRY_FIELDS):
+        raise ValueError("entry field names differ from the ledger's fixed entry layout")
+    return dict(zip(ENTRY_FIELDS, decode_row(bytes.fromhex(entry["leaf"])), strict=True))
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """Why an entry section does not prove its entry is in the stated ledger (None: it
+    does): the leaf's seq is its index, it is included under the log root, and the head
+    entry binds the log size to that root."""
+    fields = _entry_fields(entry)
+    if fields["seq"] != entry["index"]:
+        return "ledger entry's sequence number differs from its index in the log"
+    log_size, log_root = entry["log_size"], bytes.fromhex(entry["log_root"])
+    if not verify_inclusion(
+        bytes.fromhex(entry["leaf"]), entry["index"], log_size, _hexes(entry["path"]), log_root
+    ):
+        return "ledger entry is NOT included in the ledger's log root"
+    head = entry["head"]  # the last entry binds log_size to log_root
+    head_fields = dict(zip(ENTRY_FIELDS, decode_row(bytes.fromhex(head["leaf"])), strict=True))
+    if head_fields["seq"] != log_size - 1 or not verify_inclusion(
+        bytes.fromhex(head["leaf"]), log_size - 1, log_size, _hexes(head["path"]), log_root
+    ):
+        return "the log root is not the root of a ledger of the stated size"
+    return None
+
+
+def _check_table_consistency(doc: Any) -> tuple[bool, str]:
+    """Two entries of one log table, in one ledger state; the old rows are a prefix."""
+    old, new = doc["old"], doc["new"]
+    for name, section in (("old", old), ("new", new)):
+        problem = _entry_problem(section)
+        if problem:
+            return False, f"{name} entry: {problem}"
+    if (old["log_size"], old["log_root"]) != (new["log_size"], new["log_root"]):
+        return False, "the two entries are proved against different ledger states"
+    a, b = _entry_fields(old), _entry_fields(new)
+    if (a["table_uri"], a["partition_key"]) != (b["table_uri"], b["partition_key"]):
+        return False, "the two entries commit different tables"
+    if a["table_kind"] != "log" or b["table_kind"] != "log" or a["seq"] > b["seq"]:
+        return False, "only an earlier and a later entry of a log table can be consistent"
+    ok = verify_consistency(
+        a["row_count"],
+        b["row_count"],
+        bytes.fromhex(a["data_root"]),
+        bytes.fromhex(b["data_root"]),
+        _hexes(doc["proof"]),
+    )
+    if not ok:
+        return False, "the old rows are NOT a prefix of the new version's rows"
+    return True, (
+        f"{a['table_uri']} version {a['delta_version']} ({a['row_count']} rows, entry "
+        f"{a['seq']}) is a prefix of version {b['delta_version']} ({b['row_count']} rows, "
+        f"entry {b['seq']}) under log root {new['log_root']} (size {new['log_size']})"
+    )
 
 
 def _check_contributor_proof(doc: Any) -> tuple[bool, str]:

@@ -114,19 +114,24 @@ def _row_proof(snap: _Snapshot, index: int) -> dict[str, Any]:
             "path": [h.hex() for h in inclusion_proof_from_hashes(snap.hashes, index)],
             "root": entry.data_root,
         },
-        "entry": {
-            "fields": list(ENTRY_FIELDS),
-            "leaf": entry.leaf().hex(),
-            "index": entry.seq,
-            "log_size": len(entries),
-            "path": [h.hex() for h in inclusion_proof_from_hashes(snap.log_hashes, entry.seq)],
-            "log_root": entries[-1].log_root,
-            "head": {
-                "leaf": entries[-1].leaf().hex(),
-                "path": [
-                    h.hex() for h in inclusion_proof_from_hashes(snap.log_hashes, len(entries) - 1)
-                ],
-            },
+        "entry": _entry_section(entries, entry, snap.log_hashes),
+    }
+
+
+def _entry_section(
+    entries: list[LedgerEntry], entry: LedgerEntry, log_hashes: np.ndarray
+) -> dict[str, Any]:
+    """An entry's leaf, its inclusion in the ledger, and the head that binds the size."""
+    return {
+        "fields": list(ENTRY_FIELDS),
+        "leaf": entry.leaf().hex(),
+        "index": entry.seq,
+        "log_size": len(entries),
+        "path": [h.hex() for h in inclusion_proof_from_hashes(log_hashes, entry.seq)],
+        "log_root": entries[-1].log_root,
+        "head": {
+            "leaf": entries[-1].leaf().hex(),
+            "path": [h.hex() for h in inclusion_proof_from_hashes(log_hashes, len(entries) - 1)],
         },
     }
 
@@ -210,4 +215,48 @@ def consistency_proof_document(
         "old_root": entries[old_size - 1].log_root,
         "new_root": entries[new_size - 1].log_root,
         "proof": [h.hex() for h in consistency_proof_from_hashes(hashes, old_size)],
+    }
+
+
+def table_consistency_proof_document(
+    lake: Lake,
+    table: str,
+    old_version: int,
+    new_version: int | None = None,
+    partition_key: str | None = None,
+) -> dict[str, Any]:
+    """Proof that a log table's rows at Delta version `old_version` are the first rows of
+    it at `new_version` (default: its latest entry): a row proved at the old version is in
+    every later version. Both entries are proved in the same ledger state."""
+    entries = lake.ledger.entries()
+    mine = [
+        e
+        for e in entries
+        if e.table_uri == lake.table_uri(table)
+        and e.partition_key == partition_key
+        and e.entry_type == "commit"
+    ]
+    if not mine:
+        where = f" partition {partition_key!r}" if partition_key else ""
+        raise ProofError(f"no ledger entry for table {table!r}{where}")
+    if mine[-1].table_kind != "log":
+        raise ProofError(f"table {table!r} is a snapshot table: only logs only grow")
+    old = next((e for e in mine if e.delta_version == old_version), None)
+    new = (
+        mine[-1]
+        if new_version is None
+        else next((e for e in mine if e.delta_version == new_version), None)
+    )
+    if old is None or new is None or old.seq > new.seq:
+        raise ProofError(
+            f"table {table!r}: give committed versions old <= new "
+            f"(committed: {[e.delta_version for e in mine]})"
+        )
+    snap = _snapshot(lake, new, entries)
+    return {
+        "format": "openledger-table-consistency-proof/v1",
+        "hash": "sha256",
+        "old": _entry_section(entries, old, snap.log_hashes),
+        "new": _entry_section(entries, new, snap.log_hashes),
+        "proof": [h.hex() for h in consistency_proof_from_hashes(snap.hashes, old.row_count)],
     }

@@ -1,10 +1,14 @@
 """Recompute the ledger from the lake and report the first thing that does not match.
 
 Checks, in order: the ledger table's own history is append-only; sequence numbers run
-0..n-1 exactly once; every entry hash, previous log root and log root recomputes; every
-entry's data root, row count and schema hash recompute from its table's Delta snapshot at
-the recorded version (time travel); and every Delta version of every table in the lake is
-covered by a ledger entry (nothing was written without being committed).
+0..n-1 exactly once; every entry hash, previous log root, log root and log range
+recomputes; every entry's data root, row count and schema hash recompute from its table's
+Delta snapshot at the recorded version (time travel) — a log table replayed append by
+append, reading each version's new rows only, then recomputed whole at its last entry, so
+the work is that of the commits; a rollback entry restores exactly the state before the
+versions it supersedes; and every Delta version of every table in the lake is covered by
+a ledger entry (nothing was written without being committed), except a version a live
+writer is committing right now, which is reported as in flight.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ledger.commitment import commit_table
-from ledger.hashing import EMPTY_ROOT, TreeBuilder
-from ledger.lake import Lake, LakeError
-from ledger.log import LedgerEntry, entries_from_table, entry_leaf
+from ledger.commitment import commit_table, leaf_hash_matrix
+from ledger.compact import CompactRange
+from ledger.hashing import EMPTY_ROOT
+from ledger.lake import SEQ, Lake, LakeError
+from ledger.log import LOG, ROLLBACK, LedgerEntry, entries_from_table, entry_leaf
 from ledger.proofcheck import leaf_hash
 
 
@@ -36,9 +42,9 @@ class Problem:
 @dataclass
 class VerifyReport:
     entries: int = 0
-    tables_checked: int = 0
     rows_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)  # versions a live writer is committing
 
     @property
     def ok(self) -> bool:
@@ -60,7 +66,8 @@ def _check_history(lake: Lake, report: VerifyReport) -> None:
         operation = commit.get("operation", "")
         mode = (commit.get("operationParameters") or {}).get("mode", "")
         appended = operation == "WRITE" and mode == "Append"
-        if not (appended or operation == "CREATE TABLE"):
+        compacted = operation == "OPTIMIZE"  # files rewritten, rows unchanged (Ledger.compact)
+        if not (appended or compacted or operation == "CREATE TABLE"):
             report.problems.append(
                 Problem(
                     None,
@@ -81,17 +88,17 @@ def _check_chain(entries: list[LedgerEntry], report: VerifyReport) -> None:
                 Problem(seq, f"sequence gap: expected entry {position}, found {seq}")
             )
         seen.add(seq)
-    builder = TreeBuilder()
+    log = CompactRange.empty()
     prev_root = EMPTY_ROOT.hex()
     for entry in entries:
         values = asdict(entry)
-        recomputed = leaf_hash(entry_leaf(values)).hex()
-        if recomputed != entry.entry_hash:
+        recomputed = leaf_hash(entry_leaf(values))
+        if recomputed.hex() != entry.entry_hash:
             report.problems.append(
                 Problem(
                     entry.seq,
                     f"entry hash differs: stored {entry.entry_hash[:16]}…, "
-                    f"fields hash to {recomputed[:16]}… (an entry field was edited)",
+                    f"fields hash to {recomputed.hex()[:16]}… (an entry field was edited)",
                 )
             )
         if entry.prev_log_root != prev_root:
@@ -102,41 +109,60 @@ def _check_chain(entries: list[LedgerEntry], report: VerifyReport) -> None:
                     f"to the log root before it {prev_root[:16]}…",
                 )
             )
-        builder.add_leaf_hashes(np.frombuffer(bytes.fromhex(recomputed), np.uint8).reshape(1, 32))
-        log_root = builder.root().hex()
-        if log_root != entry.log_root:
+        log = log.extend(np.frombuffer(recomputed, np.uint8).reshape(1, 32))
+        if log.root().hex() != entry.log_root or log.text() != entry.log_range:
             report.problems.append(
                 Problem(
                     entry.seq,
-                    f"log root differs: stored {entry.log_root[:16]}…, recomputed {log_root[:16]}…",
+                    f"log root differs: stored {entry.log_root[:16]}…, recomputed "
+                    f"{log.root().hex()[:16]}… (or its compact range differs)",
                 )
             )
         prev_root = entry.log_root
 
 
-def verify_entry_data(lake: Lake, entry: LedgerEntry) -> list[str]:
-    """Differences between an entry and its table snapshot (empty when it matches)."""
-    name = entry.table_uri.rsplit("/", 1)[-1]
-    partition = (
-        (entry.partition_column, entry.partition_key)
-        if entry.partition_column and entry.partition_key is not None
-        else None
-    )
+def _partition(entry: LedgerEntry) -> tuple[str, str] | None:
+    if entry.partition_column and entry.partition_key is not None:
+        return (entry.partition_column, entry.partition_key)
+    return None
+
+
+def _where(entry: LedgerEntry) -> str:
+    where = f"{entry.table_uri} v{entry.delta_version}"
+    partition = _partition(entry)
+    return where + (f" [{partition[0]}={partition[1]}]" if partition else "")
+
+
+def _table_name(entry: LedgerEntry) -> str:
+    return entry.table_uri.rsplit("/", 1)[-1]
+
+
+def verify_entry_data(
+    lake: Lake, entry: LedgerEntry, before: CompactRange | None = None, whole: bool = False
+) -> list[str]:
+    """Differences between an entry and its table snapshot (empty when it matches).
+
+    A log entry is checked from the rows its version added, on top of `before` (the
+    range of the entry before it; found in the ledger when not given): O(new rows). With
+    `whole`, every row of the version is recomputed instead (what a reader of the whole
+    version, such as an epoch's recompute, relies on)."""
+    if entry.table_kind == LOG and entry.entry_type != ROLLBACK and not whole:
+        if before is None:
+            previous = lake.ledger.previous(entry)
+            before = previous.data_compact_range() if previous else CompactRange.empty()
+        return _verify_log_append(lake, entry, before)
     try:
-        table = lake.read(name, entry.delta_version, partition)
+        table = lake.read(_table_name(entry), entry.delta_version, _partition(entry))
     except LakeError as exc:
         return [str(exc)]
     except Exception as exc:  # unreadable or corrupted Delta snapshot
         return [f"cannot read {entry.table_uri} at version {entry.delta_version}: {exc}"]
     key = [c for c in entry.row_key.split(",") if c]
     commitment = commit_table(table, key)
-    where = f"{entry.table_uri} v{entry.delta_version}"
-    if partition:
-        where += f" [{partition[0]}={partition[1]}]"
-    diffs = []
+    where, diffs = _where(entry), []
     if commitment.row_count != entry.row_count:
         diffs.append(f"{where}: {commitment.row_count} rows, ledger says {entry.row_count}")
-    if commitment.schema_hash != entry.schema_hash:
+    if commitment.schema_hash != entry.schema_hash and (entry.row_count or entry.schema_hash):
         diffs.append(f"{where}: schema hash differs from the ledger's")
     if commitment.root != entry.data_root:
         diffs.append(
@@ -144,6 +170,89 @@ def verify_entry_data(lake: Lake, entry: LedgerEntry) -> list[str]:
             f"ledger's {entry.data_root[:16]}… (rows were edited, added or removed)"
         )
     return diffs
+
+
+def _verify_log_append(lake: Lake, entry: LedgerEntry, before: CompactRange) -> list[str]:
+    """A log version's new rows continue the sequence and extend `before` to its root."""
+    from ledger.encoding import schema_hash
+
+    where = _where(entry)
+    if entry.old_row_count != before.size:
+        return [f"{where}: appended after row {entry.old_row_count}, but the log had {before.size}"]
+    try:
+        rows = lake.read(
+            _table_name(entry), entry.delta_version, _partition(entry), pc.field(SEQ) >= before.size
+        ).sort_by(SEQ)
+    except LakeError as exc:
+        return [str(exc)]
+    except Exception as exc:
+        return [f"cannot read {entry.table_uri} at version {entry.delta_version}: {exc}"]
+    seqs = rows.column(SEQ).to_pylist()
+    if seqs != list(range(before.size, before.size + len(seqs))):
+        return [f"{where}: `{SEQ}` of the appended rows is not {before.size}, {before.size + 1}, …"]
+    grown = before.extend(leaf_hash_matrix(rows))
+    diffs = []
+    if grown.size != entry.row_count:
+        diffs.append(f"{where}: {grown.size} rows, ledger says {entry.row_count}")
+    if rows.num_rows and schema_hash(rows.schema) != entry.schema_hash:
+        diffs.append(f"{where}: schema hash differs from the ledger's")
+    if grown.root().hex() != entry.data_root or grown.text() != entry.data_range:
+        diffs.append(
+            f"{where}: rows {before.size}..{grown.size - 1} appended by this entry hash to "
+            f"{grown.root().hex()[:16]}…, not the ledger's {entry.data_root[:16]}… "
+            "(a committed row was edited, added or removed)"
+        )
+    return diffs
+
+
+def _check_rollback(
+    lake: Lake, entry: LedgerEntry, previous: LedgerEntry | None, last_version: int
+) -> list[str]:
+    """A rollback restores exactly the last ledgered state and supersedes exactly the
+    versions between the table's last ledgered version and the restoring one."""
+    where, diffs = _where(entry), []
+    expected = list(range(last_version + 1, entry.delta_version))
+    if entry.superseded_versions() != expected or not expected:
+        diffs.append(
+            f"{where}: a rollback must supersede versions {expected}, "
+            f"it names {entry.superseded_versions()}"
+        )
+    state = (
+        (previous.data_root, previous.row_count, previous.data_range)
+        if previous is not None
+        else (EMPTY_ROOT.hex(), 0, "")
+    )
+    if (entry.data_root, entry.row_count, entry.data_range) != state:
+        diffs.append(f"{where}: a rollback must restore the state of the entry before it")
+    return diffs + verify_entry_data(lake, entry)
+
+
+def _check_log_whole(lake: Lake, entries: list[LedgerEntry]) -> list[tuple[int, str]]:
+    """The last log entry of a table partition recomputed over all its rows; a difference
+    is named by the entry that appended the row that changed."""
+    last = entries[-1]
+    try:
+        rows = lake.read(_table_name(last), last.delta_version, _partition(last)).sort_by(SEQ)
+    except Exception as exc:
+        return [(last.seq, f"cannot read {last.table_uri} at {last.delta_version}: {exc}")]
+    if rows.column(SEQ).to_pylist() != list(range(rows.num_rows)):
+        return [(last.seq, f"{_where(last)}: `{SEQ}` does not run 0..{rows.num_rows - 1}")]
+    hashes = leaf_hash_matrix(rows)
+    if CompactRange.empty().extend(hashes).root().hex() == last.data_root:
+        return []
+    for entry in entries:
+        if entry.row_count > len(hashes):
+            return [(entry.seq, f"{_where(last)}: rows of this entry are missing")]
+        prefix = CompactRange.empty().extend(hashes[: entry.row_count])
+        if prefix.root().hex() != entry.data_root:
+            return [
+                (
+                    entry.seq,
+                    f"{_where(last)}: row(s) {entry.old_row_count}..{entry.row_count - 1}, "
+                    "appended by this entry, were edited since",
+                )
+            ]
+    return [(last.seq, f"{_where(last)}: rows were added beyond the last entry")]
 
 
 def _partition_files(lake: Lake, name: str, version: int, column: str) -> dict[str, object]:
@@ -184,11 +293,15 @@ def foreign_partition_changes(lake: Lake, entry: LedgerEntry) -> list[str]:
 def _check_coverage(lake: Lake, entries: list[LedgerEntry], report: VerifyReport) -> None:
     covered: dict[str, set[int]] = {}
     for e in entries:
-        covered.setdefault(e.table_uri, set()).add(e.delta_version)
+        covered.setdefault(e.table_uri, set()).update([e.delta_version, *e.superseded_versions()])
     for name in lake.table_names():
         uri = lake.table_uri(name)
         latest = lake.delta_table(name).version()
         missing = sorted(set(range(latest + 1)) - covered.get(uri, set()))
+        live = [v for v in missing if v == latest and _writer_alive(lake, name, v)]
+        for version in live:
+            report.in_flight.append(f"{uri} v{version}: being committed by a live writer")
+        missing = [v for v in missing if v not in live]
         if missing:
             report.problems.append(
                 Problem(
@@ -197,6 +310,60 @@ def _check_coverage(lake: Lake, entries: list[LedgerEntry], report: VerifyReport
                     "(written without a commit, or the entry was removed)",
                 )
             )
+
+
+def _writer_alive(lake: Lake, name: str, version: int) -> bool:
+    """Whether this version is being committed right now: its writer (named in the Delta
+    commit) still runs on this host and holds the ledger lock, between its Delta commit
+    and its ledger entry. A dead or idle writer's version is an orphan instead."""
+    import os
+    import socket
+
+    info = (lake.delta_table(name, version).history(1) or [{}])[0]
+    if info.get("openledger.host") != socket.gethostname():
+        return False
+    try:
+        pid = int(info.get("openledger.pid", "0"))
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return pid > 0 and lake.ledger.lock_is_held()
+
+
+def _check_data(
+    lake: Lake,
+    entries: list[LedgerEntry],
+    report: VerifyReport,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Every entry against its table, replaying each table partition in ledger order."""
+    last: dict[tuple[str, str | None], LedgerEntry] = {}
+    logs: dict[tuple[str, str | None], list[LedgerEntry]] = {}
+    last_version: dict[str, int] = {}
+    for done, entry in enumerate(entries, start=1):
+        where = (entry.table_uri, entry.partition_key)
+        previous = last.get(where)
+        if entry.entry_type == ROLLBACK:
+            diffs = _check_rollback(lake, entry, previous, last_version.get(entry.table_uri, -1))
+        elif entry.table_kind == LOG:
+            before = previous.data_compact_range() if previous else CompactRange.empty()
+            diffs = verify_entry_data(lake, entry, before)
+            logs.setdefault(where, []).append(entry)
+        else:
+            diffs = verify_entry_data(lake, entry)
+        for diff in diffs + foreign_partition_changes(lake, entry):
+            report.problems.append(Problem(entry.seq, diff))
+        last[where] = entry
+        last_version[entry.table_uri] = entry.delta_version
+        report.rows_checked += entry.row_count - (
+            entry.old_row_count if entry.table_kind == LOG else 0
+        )
+        if progress:
+            progress(done, len(entries))
+    for history in logs.values():
+        if history[-1] is last[(history[-1].table_uri, history[-1].partition_key)]:
+            for seq, what in _check_log_whole(lake, history):
+                report.problems.append(Problem(seq, what))
 
 
 def verify_lake(
@@ -217,13 +384,7 @@ def verify_lake(
     report.entries = len(entries)
     _check_chain(entries, report)
     if check_data:
-        for done, entry in enumerate(entries, start=1):
-            for diff in verify_entry_data(lake, entry) + foreign_partition_changes(lake, entry):
-                report.problems.append(Problem(entry.seq, diff))
-            report.tables_checked += 1
-            report.rows_checked += entry.row_count
-            if progress:
-                progress(done, len(entries))
+        _check_data(lake, entries, report, progress)
         if lake.is_local:
             _check_coverage(lake, entries, report)
     return report

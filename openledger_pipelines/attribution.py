@@ -3,18 +3,20 @@
 import dagster as dg
 import polars as pl
 
-from assets.attribution import inference_shares as shares_of
 from assets.attribution import (
+    SHARES_PPB,
     point_values,
     value_contributors,
     values_table,
 )
+from assets.attribution import inference_shares as shares_of
 from assets.inference import queries_of, read_logs
 from assets.quality import CONTRIBUTOR_QUALITY_SCHEMA
 from assets.training import label_vector
-from ledger.lake import Lake
+from ledger.lake import Lake, LakeError
 from openledger_pipelines.ingestion import contributions_table, current_spec, read_or_empty
 from openledger_pipelines.ledgered import (
+    append_table,
     ledger_check,
     ledger_check_specs,
     materialization,
@@ -42,7 +44,9 @@ def valued_rows(store: Lake, datanet: str) -> tuple[pl.DataFrame, str]:
     low or negative value; quality then weighs rewards separately.
     """
     name = contributions_table(datanet)
-    entry = [e for e in store.ledger.entries() if e.table_uri == store.table_uri(name)][-1]
+    entry = store.ledger.latest(store.table_uri(name), None)
+    if entry is None:
+        raise dg.Failure(f"{name} has no ledger entry yet")
     rows = pl.from_arrow(store.read(name, entry.delta_version))
     return rows, entry.data_root  # type: ignore[return-value]
 
@@ -175,22 +179,27 @@ def point_values_asset(context: dg.AssetExecutionContext, lake: LakeResource):
     ],
 )
 def inferences(context: dg.AssetExecutionContext, lake: LakeResource):
-    """Ledger the logged inferences and attribute each one to contributors."""
+    """Ledger the inferences logged since the last run and attribute each one to
+    contributors (both tables are logs: a re-run after a crash appends what is missing)."""
     datanet = context.partition_key
     spec = current_spec(lake, datanet)
     store = lake.open()
     served = read_logs(lake.root_path(), datanet)
-    logged = write_table(
+    part = ("datanet", datanet)
+    recorded = ids_in(store, "inferences", part)
+    logged = append_table(
         context,
         store,
         "inferences",
-        served,
+        served.filter(~pl.col("inference_id").is_in(recorded)),
         asset_key="inferences",
         partition_column="datanet",
-        key=["inference_id"],
+    )
+    waiting = served.filter(
+        ~pl.col("inference_id").is_in(ids_in(store, "inference_attributions", part))
     )
     attributions = []
-    for model_id, group in served.group_by("model_id", maintain_order=True):
+    for model_id, group in waiting.group_by("model_id", maintain_order=True):
         rows = model_training_rows(store, datanet, str(model_id[0]))
         predicted = label_vector(
             spec, group.select(pl.col("prediction").alias(spec.label.identifier))
@@ -210,29 +219,43 @@ def inferences(context: dg.AssetExecutionContext, lake: LakeResource):
                 }
                 for c, p in parts.items()
             ]
-    table = pl.DataFrame(attributions, schema=INFERENCE_ATTRIBUTIONS_SCHEMA)
-    attributed = write_table(
+    table = pl.DataFrame(attributions, schema=INFERENCE_ATTRIBUTIONS_SCHEMA).sort(
+        "inference_id", "contributor"
+    )
+    attributed = append_table(
         context,
         store,
         "inference_attributions",
         table,
         asset_key="inference_attributions",
         partition_column="datanet",
-        key=["inference_id", "contributor"],
     )
     totals = table.group_by("inference_id").agg(pl.col("share_ppb").sum())
-    bad = totals.filter(pl.col("share_ppb") != 1_000_000_000).height
-    missing = served.height - totals.height
-    yield materialization(logged, "inferences", {"fees": int(served["fee"].sum() or 0)})
+    bad = totals.filter(pl.col("share_ppb") != SHARES_PPB).height
+    missing = waiting.height - totals.height
+    yield materialization(
+        logged,
+        "inferences",
+        {"fees": int(waiting["fee"].sum() or 0), "new_inferences": served.height - len(recorded)},
+    )
     yield materialization(attributed, "inference_attributions")
     yield dg.AssetCheckResult(
         asset_key="inference_attributions",
         check_name="shares_sum_to_one",
         passed=bad == 0 and missing == 0,
-        metadata={"inferences": served.height, "not_summing_to_one": bad, "missing": missing},
+        metadata={"inferences": waiting.height, "not_summing_to_one": bad, "missing": missing},
     )
     yield ledger_check(store, logged, "inferences")
     yield ledger_check(store, attributed, "inference_attributions")
+
+
+def ids_in(store: Lake, table: str, partition: tuple[str, str]) -> list[str]:
+    """The inference ids a log table holds for a Datanet (none if it does not exist)."""
+    try:
+        rows = store.read(table, partition=partition)
+    except LakeError:
+        return []
+    return rows.column("inference_id").unique().to_pylist()
 
 
 def model_training_rows(store: Lake, datanet: str, model_id: str) -> pl.DataFrame:
@@ -241,5 +264,7 @@ def model_training_rows(store: Lake, datanet: str, model_id: str) -> pl.DataFram
     match = models.filter(pl.col("model_id") == model_id)  # type: ignore[union-attr]
     if match.height == 0:
         raise dg.Failure(f"inference logged for unknown model {model_id}")
-    entry = store.ledger.entries()[int(match["training_ledger_seq"][0])]
+    entry = store.ledger.entry(int(match["training_ledger_seq"][0]))
+    if entry is None:
+        raise dg.Failure(f"model {model_id} names a missing training-set entry")
     return pl.from_arrow(store.read(training_table(datanet), entry.delta_version))

@@ -243,14 +243,16 @@ def _spec_text(name: str) -> str:
 def run_demo(lake_path: Path, console: Console, fresh: bool = False) -> bool:
     """Run the whole pipeline on the demo data, showing each stage as it finishes; then
     print what it did and checked."""
-    from openledger_pipelines.cli.progress import StageReporter
+    from openledger_pipelines.cli.ingest_cmds import recover_lake
+    from openledger_pipelines.cli.progress import StageReporter, stopped_cleanly
     from openledger_pipelines.pending import INFERENCE_ASSETS, pending_work
 
     root = lake_path.expanduser().resolve()
     if fresh:
         clear_demo_lake(root)
     lake = Lake(root)
-    before = len(lake.ledger.entries())
+    head = lake.ledger.head()
+    before = head.seq + 1 if head is not None else 0
     if before:
         console.print(
             f"the lake already holds {before} ledger entries: the demo adds to it and runs "
@@ -262,7 +264,8 @@ def run_demo(lake_path: Path, console: Console, fresh: bool = False) -> bool:
     instance = persistent_instance(root)
     outcome: dict[str, bool] = {}
     try:
-        with StageReporter(console) as reporter:
+        recover_lake(root, instance)
+        with stopped_cleanly(instance), StageReporter(console) as reporter:
             for name in sorted(DEMO_DATANETS):  # spec order, as `openledger run`
                 if pending_work(lake, name):
                     outcome |= run_datanets(

@@ -19,7 +19,6 @@ from assets.governance import (
     GOVERNANCE_SCHEMA,
     policy_for_epoch,
     voting_weights,
-    with_event,
 )
 from assets.recompute import open_epoch
 from ledger.lake import Committed, Lake
@@ -64,17 +63,16 @@ def record(
     code: str,
 ) -> tuple[dict[str, Any], Committed]:
     """Append one event: `event_for` checks it against the current events and builds its
-    row, under a lock, so two concurrent votes can never both take the same place; the
-    Datanet's partition is rewritten with it and ledgered."""
+    row, under a lock, so two concurrent votes can never both take the same place; it is
+    appended to the Datanet's governance log and ledgered."""
     with exclusive_lock(default_lock_path(store.root, "governance.lock")):
         current = events(store, datanet)
         row = event_for(current)
-        committed = store.write(
+        committed = store.append(
             "governance",
-            with_event(current, row),
+            pl.DataFrame([row], schema=GOVERNANCE_SCHEMA),
             asset_key="governance",
             partition=("datanet", datanet),
-            key=["event_index"],
             run_id=run_id,
             code_version=code,
         )

@@ -50,6 +50,37 @@ def write_table(
     return committed
 
 
+def append_table(
+    context: dg.AssetExecutionContext,
+    lake: Lake,
+    table_name: str,
+    data: object,
+    *,
+    asset_key: str,
+    partition_column: str | None = None,
+) -> Committed:
+    """Append rows to a log table (the run's partition of it) and commit them: only the
+    new rows are read back and hashed (ledger.lake.Lake.append)."""
+    partition = None
+    if partition_column is not None and context.has_partition_key:
+        partition = (partition_column, context.partition_key)
+    committed = lake.append(
+        table_name,
+        data,
+        asset_key=asset_key,
+        partition=partition,
+        run_id=context.run.run_id,
+        code_version=code_version(),
+    )
+    entry = committed.entry
+    context.log.info(
+        f"{asset_key}: {entry.row_count - entry.old_row_count} new rows in {table_name} "
+        f"(now {entry.row_count}), v{committed.delta_version}, root {entry.data_root[:16]}…, "
+        f"ledger seq {entry.seq}"
+    )
+    return committed
+
+
 def materialization(
     committed: Committed,
     asset_key: str | None = None,

@@ -111,11 +111,11 @@ def _spec_reason(lake: Lake, datanet: str) -> tuple[str, str] | None:
 
 def _stopped_short(lake: Lake, datanet: str) -> list[str]:
     """Tables of the job that are missing or older than the Datanet's last ingestion."""
-    tables = {lake.table_uri(t): t for t in ("batches", *DOWNSTREAM, *INFERENCE_ASSETS)}
     latest: dict[str, int] = {}
-    for entry in lake.ledger.entries():
-        if entry.table_uri in tables and entry.partition_key == datanet:
-            latest[tables[entry.table_uri]] = entry.seq
+    for table in ("batches", *DOWNSTREAM, *INFERENCE_ASSETS):
+        entry = lake.ledger.latest(lake.table_uri(table), datanet)
+        if entry is not None:
+            latest[table] = entry.seq
     if "batches" not in latest:
         return []  # nothing ingested yet: the inbox and spec checks decide
     behind = [t for t in DOWNSTREAM if latest.get(t, -1) < latest["batches"]]

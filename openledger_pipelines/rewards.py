@@ -48,18 +48,12 @@ def committed_from_entry(entry: LedgerEntry) -> Committed:
 def epoch_due(store: Lake, datanet: str, epoch_days: int, now: datetime) -> int | None:
     """The Datanet's next epoch if it has run `epoch_days` by `now`: since the previous
     epoch closed, or since the Datanet's first ledger entry for epoch 0."""
-    entries = store.ledger.entries()
     closes = [
         e.committed_at
-        for e in entries
-        if e.table_uri == store.table_uri("epochs")
-        and (e.partition_key or "").rsplit(".", 1)[0] == datanet
+        for e in store.ledger.entries_of(store.table_uri("epochs"))
+        if (e.partition_key or "").rsplit(".", 1)[0] == datanet
     ]
-    starts = [
-        e.committed_at
-        for e in entries
-        if e.table_uri == store.table_uri("datanets") and e.partition_key == datanet
-    ]
+    starts = [e.committed_at for e in store.ledger.entries_of(store.table_uri("datanets"), datanet)]
     opened = closes[-1] if closes else (starts[0] if starts else None)
     if opened is None or now < opened + timedelta(days=epoch_days):
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,24 @@ from openledger_pipelines.partitions import datanet_partitions, epoch_partitions
 from openledger_pipelines.progress import PROGRESS_LOGGER, Listener, listening
 
 DAGSTER_YAML = """\
-# Written by openledger: ledger commits are serialized through the `ledger` pool.
+# Written by openledger: ledger commits are serialized through the `ledger` pool; the
+# daemon fails runs whose worker process died, freeing their pool slots.
 concurrency:
   pools:
     default_limit: 1
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
 telemetry:
   enabled: false
 """
+# Tags of runs the CLI executes in its own process: whose process that is.
+PID_TAG, HOST_TAG = "openledger/pid", "openledger/host"
+LIVE_STATUSES = [
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 def dagster_home(lake_root: Path) -> Path:
@@ -38,6 +50,42 @@ def dagster_home(lake_root: Path) -> Path:
 def persistent_instance(lake_root: Path) -> dg.DagsterInstance:
     """The instance at dagster_home(lake_root): the one `dagster dev` shows."""
     return dg.DagsterInstance.from_config(str(dagster_home(lake_root)))
+
+
+def process_tags() -> dict[str, str]:
+    """Run tags naming this process, so a run it leaves behind can be found and failed."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_abandoned_runs(instance: dg.DagsterInstance, this_process: bool = False) -> list[str]:
+    """Mark failed the in-process runs whose process died (killed with -9, say), or those of
+    this process (after it was interrupted), and free the pool slots they held, so the
+    next run never waits on them. Returns what was cleaned up, one line per run."""
+    host, mine = socket.gethostname(), os.getpid()
+    cleaned = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=LIVE_STATUSES)):
+        if run.tags.get(HOST_TAG) != host or PID_TAG not in run.tags:
+            continue  # not a CLI run of this machine: the daemon's run monitoring owns it
+        pid = int(run.tags[PID_TAG])
+        if pid == mine and not this_process:
+            continue
+        if pid != mine and _pid_alive(pid):
+            continue
+        why = "interrupted" if pid == mine else f"its process {pid} is gone"
+        instance.report_run_failed(run, message=f"openledger: run abandoned ({why})")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        cleaned.append(f"run {run.run_id} of {run.job_name} marked failed ({why}), slots freed")
+    return cleaned
 
 
 def run_config(log_level: str, progress: Listener | None) -> dict[str, Any]:
@@ -80,6 +128,7 @@ def run_datanets(
                 instance=instance,
                 raise_on_error=False,
                 run_config=run_config(log_level, progress),
+                tags=process_tags(),
                 asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
             )
         outcome[name] = result.success
@@ -107,4 +156,5 @@ def run_epoch(
             instance=instance,
             raise_on_error=False,
             run_config=run_config(log_level, progress),
+            tags=process_tags(),
         )

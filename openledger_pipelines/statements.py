@@ -83,16 +83,11 @@ def statement_rows(
     if datanet is not None:
         where, params = where + " and datanet = ?", [*params, check_datanet_name(datanet)]
     rows = rows_where(lake, "statements", where + " order by datanet, epoch", params)
-    entries = lake.ledger.entries()
     for row in rows:
         for table in ("statements", "rewards", "epochs"):
-            found = [
-                e
-                for e in entries
-                if e.table_uri == lake.table_uri(table) and e.partition_key == row["datanet_epoch"]
-            ]
-            row[f"{table}_entry_seq"] = found[-1].seq if found else None
-            row[f"{table}_entry_root"] = found[-1].data_root if found else None
+            found = lake.ledger.latest(lake.table_uri(table), row["datanet_epoch"])
+            row[f"{table}_entry_seq"] = found.seq if found else None
+            row[f"{table}_entry_root"] = found.data_root if found else None
         row["flags"] = [f for f in row["flags"].split(",") if f]
     return rows
 

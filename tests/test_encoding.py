@@ -36,7 +36,7 @@ from ledger.encoding import (
     schema_hash,
     schema_signature,
 )
-from ledger.log import ENTRY_FIELDS, entry_leaf
+from ledger.log import ENTRY_FIELDS, ENTRY_SCHEMA, entry_leaf
 from ledger.proofcheck import check_proof_document, decode_row, leaf_hash
 
 SETTINGS = settings(max_examples=examples(50), deadline=None)
@@ -157,33 +157,42 @@ EXAMPLE_9_ROOT = "59b25affda4efb731bff05b8e2a56e2f106c45ca100fdde000f87e8032da14
 
 EXAMPLE_10_VALUES: dict[str, Any] = {
     "seq": 0,
+    "ledger_version": 2,
+    "entry_type": "commit",
     "asset_key": "contributions",
     "partition_key": None,
     "partition_column": None,
     "table_uri": "tables/contributions",
+    "table_kind": "snapshot",
     "delta_version": 0,
     "encoding_version": 1,
     "schema_hash": EXAMPLE_7_SCHEMA_HASH,
     "row_key": "id",
+    "old_row_count": 0,
     "row_count": 3,
     "data_root": EXAMPLE_7_ROOT,
+    "data_range": "",
+    "superseded": "",
     "prev_log_root": EMPTY_HEX,
     "run_id": "run-1",
     "code_version": "0.1.0",
     "committed_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    "note": "",
 }
 EXAMPLE_10_LEAF = (
-    "01000f0201000000000000000005010000000d636f6e747269627574696f6e73050000000000050000000000"
-    "0501000000147461626c65732f636f6e747269627574696f6e73020100000000000000000201000000000000"
-    "0001050100000040646165663533646435376337313734346561366630386563636437646362306566356232"
-    "6364643563663034666239386466353363623132653961393265333405010000000269640201000000000000"
-    "0003050100000040363163333664613531373965643262633232666231343361353932653364303461303937"
-    "3533376164663137353639343937616136376663336239646432623205010000004065336230633434323938"
-    "6663316331343961666266346338393936666239323432376165343165343634396239333463613439353939"
-    "3162373835326238353505010000000572756e2d31050100000005302e312e30070100060dd710212000"
+    "0100160201000000000000000002010000000000000002050100000006636f6d6d697405010000000d636f6e"
+    "747269627574696f6e730500000000000500000000000501000000147461626c65732f636f6e747269627574"
+    "696f6e73050100000008736e617073686f740201000000000000000002010000000000000001050100000040"
+    "6461656635336464353763373137343465613666303865636364376463623065663562326364643563663034"
+    "6662393864663533636231326539613932653334050100000002696402010000000000000000020100000000"
+    "0000000305010000004036316333366461353137396564326263323266623134336135393265336430346130"
+    "3937353337616466313735363934393761613637666333623964643262320501000000000501000000000501"
+    "0000004065336230633434323938666331633134396166626634633839393666623932343237616534316534"
+    "36343962393334636134393539393162373835326238353505010000000572756e2d31050100000005302e31"
+    "2e30070100060dd710212000050100000000"
 )
-EXAMPLE_10_ENTRY_HASH = "d9af458b5f7e6329a8f30b22202d32417fa347a9e92007573e2c5b7cffc864b7"
-EXAMPLE_11_BODY = "openledger.example/lake\n1\n2a9Fi19+Yymo8wsiIC0yQX+jR6npIAdXPixbfP/IZLc=\n"
+EXAMPLE_10_ENTRY_HASH = "36e0fc6f6150d303a7bc300ad343eb0c9a8266ca6b27b44398e2586626c8ea3f"
+EXAMPLE_11_BODY = "openledger.example/lake\n1\nNuD8b2FQ0wOnvDAK00PrDJqCZsprJ7RDmOJYZibI6j8=\n"
 EXAMPLE_12_PROOF: dict[str, Any] = {
     "format": "openledger-inclusion-proof/v1",
     "hash": "sha256",
@@ -299,20 +308,31 @@ def test_golden_ledger_entry_and_checkpoint() -> None:
     assert leaf_hash(leaf).hex() == EXAMPLE_10_ENTRY_HASH
     assert decode_row(leaf) == [
         0,
+        2,
+        "commit",
         "contributions",
         None,
         None,
         "tables/contributions",
+        "snapshot",
         0,
         1,
         EXAMPLE_7_SCHEMA_HASH,
         "id",
+        0,
         3,
         EXAMPLE_7_ROOT,
+        "",
+        "",
         EMPTY_HEX,
         "run-1",
         "0.1.0",
         1704067200000000,
+        "",
+    ]
+    # an independent encoder (this file's reference) gives the same bytes
+    assert ref_encode_table(pa.Table.from_pylist([EXAMPLE_10_VALUES], schema=ENTRY_SCHEMA)) == [
+        leaf
     ]
     checkpoint = Checkpoint("openledger.example/lake", 1, bytes.fromhex(EXAMPLE_10_ENTRY_HASH))
     assert checkpoint.body() == EXAMPLE_11_BODY

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import unquote
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -35,6 +36,7 @@ from ledger.checkpoint import (
     sign_checkpoint,
 )
 from ledger.commitment import commit_table
+from ledger.compact import CompactRange
 from ledger.hashing import EMPTY_ROOT
 from ledger.lake import Lake
 from ledger.log import LEDGER_SCHEMA, entry_leaf
@@ -455,11 +457,14 @@ def _forge_chain(lake: Lake, edits: dict[int, dict[str, object]]) -> None:
         values[seq].update(changes)
     prev = EMPTY_ROOT.hex()
     leaves: list[bytes] = []
+    log = CompactRange.empty()
     for v in values:
         v["prev_log_root"] = prev
         leaves.append(entry_leaf(v))
         v["entry_hash"] = leaf_hash(leaves[-1]).hex()
         v["log_root"] = root(leaves).hex()
+        log = log.extend(np.frombuffer(leaf_hash(leaves[-1]), np.uint8).reshape(1, 32))
+        v["log_range"] = log.text()  # the attacker recomputes the derived range too
         prev = v["log_root"]
     for v in values:
         row = pa.Table.from_pylist([v], schema=LEDGER_SCHEMA)

@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,6 +34,38 @@ def register(app: typer.Typer) -> None:
     app.command("contribute")(contribute)
     app.command("run")(run)
     app.command("demo")(demo)
+    app.command("recover")(recover)
+
+
+@friendly_errors
+def recover(lake: LakeOption = DEFAULT_LAKE) -> None:
+    """Clean up after a run that died: fail its Dagster run and free its pool slots, and
+    roll back table versions it wrote without a ledger entry (`run` does this first)."""
+    from openledger_pipelines.runner import persistent_instance
+
+    instance = persistent_instance(lake_root(lake))
+    try:
+        cleaned = recover_lake(lake, instance)
+    finally:
+        instance.dispose()
+    if not cleaned:
+        out.print("nothing to recover", highlight=False)
+
+
+def recover_lake(lake: Path, instance: Any) -> list[str]:
+    """What `recover` does, for the commands that run pipelines: say each thing cleaned."""
+    from openledger_pipelines.runner import fail_abandoned_runs
+    from openledger_pipelines.version import code_version
+
+    cleaned = fail_abandoned_runs(instance)
+    for entry in open_lake(lake).recover(run_id="recover", code_version=code_version()):
+        cleaned.append(
+            f"{entry.table_uri} [{entry.partition_key or '-'}]: {entry.note} "
+            f"(rollback, ledger seq {entry.seq})"
+        )
+    for line in cleaned:
+        err.print(f"recovered: {line}", highlight=False)
+    return cleaned
 
 
 @datanet_app.command("create")
@@ -171,26 +203,27 @@ def run(
 
     A Datanet runs when its spec, registrations, inbox or inference log hold something the
     lake has not recorded yet (or a previous run stopped short); the others are skipped."""
-    from openledger_pipelines.cli.progress import StageReporter
+    from openledger_pipelines.cli.progress import StageReporter, stopped_cleanly
     from openledger_pipelines.pending import pending_work
     from openledger_pipelines.runner import persistent_instance, run_datanets
 
     store = open_lake(lake)
     root = store.root_path()
     names = _datanets_or_all(root, datanet)
-    work = {name: pending_work(store, name) for name in names}
-    for name, pending in work.items():
-        if pending or force:
-            out.print(f"{name}: {'; '.join(pending.reasons) or 'forced'}", highlight=False)
-        else:
-            out.print(f"{name}: nothing new, skipped", highlight=False)
-    todo = [name for name, pending in work.items() if pending or force]
-    if not todo:
-        return
     instance = persistent_instance(root)
     outcome: dict[str, bool] = {}
     try:
-        with StageReporter(out) as reporter:
+        recover_lake(lake, instance)
+        work = {name: pending_work(store, name) for name in names}
+        for name, pending in work.items():
+            if pending or force:
+                out.print(f"{name}: {'; '.join(pending.reasons) or 'forced'}", highlight=False)
+            else:
+                out.print(f"{name}: nothing new, skipped", highlight=False)
+        todo = [name for name, pending in work.items() if pending or force]
+        if not todo:
+            return
+        with stopped_cleanly(instance), StageReporter(out) as reporter:
             for name in todo:
                 outcome |= run_datanets(
                     root,

@@ -156,17 +156,38 @@ def verify_proof(
 
 @friendly_errors
 def consistency(
-    old: Annotated[int, typer.Option(metavar="N", help="Earlier ledger size (entries).")],
+    old: Annotated[
+        int,
+        typer.Option(
+            metavar="N", help="Earlier ledger size (entries); with --table, a Delta version."
+        ),
+    ],
     lake: LakeOption = DEFAULT_LAKE,
     new: Annotated[
-        int | None, typer.Option(metavar="N", help="Later size (default: current).")
+        int | None, typer.Option(metavar="N", help="Later size or version (default: latest).")
+    ] = None,
+    table: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TABLE", help="A log table: prove its version OLD is a prefix of NEW."
+        ),
+    ] = None,
+    partition: Annotated[
+        str | None, typer.Option(metavar="KEY", help="With --table: the partition (a Datanet).")
     ] = None,
     output: OutOption = None,
 ) -> None:
-    """Proof that the ledger at size OLD is a prefix of the ledger at size NEW."""
-    from ledger.proofs import consistency_proof_document
+    """Proof that the ledger at size OLD is a prefix of the ledger at size NEW; with
+    --table, that a log table's rows at version OLD are the first rows at version NEW."""
+    from ledger.proofs import consistency_proof_document, table_consistency_proof_document
 
-    write_json(consistency_proof_document(open_lake(lake), old, new), output)
+    if table is not None:
+        doc = table_consistency_proof_document(open_lake(lake), table, old, new, partition)
+    elif partition is not None:
+        raise ValueError("--partition needs --table")
+    else:
+        doc = consistency_proof_document(open_lake(lake), old, new)
+    write_json(doc, output)
 
 
 OUT_FORMATS = (".csv", ".parquet", ".jsonl", ".json")

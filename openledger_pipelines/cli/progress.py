@@ -3,8 +3,11 @@ it did, with a spinner for the running step on a terminal (plain lines otherwise
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
-from types import TracebackType
+from collections.abc import Iterator
+from types import FrameType, TracebackType
 from typing import Any
 
 from rich.console import Console
@@ -111,3 +114,26 @@ class StageReporter:
         """A whole run's outcome, with the full run id the UI and `dagster` resolve."""
         state = "succeeded" if result.success else "FAILED"
         self._say(f"{name}: run {result.run_id} {state}")
+
+
+@contextlib.contextmanager
+def stopped_cleanly(instance: Any) -> Iterator[None]:
+    """SIGTERM (or Ctrl-C) stops the runs of this block cleanly: they are marked failed and
+    their pool slots freed before the command exits with 143 (130 for Ctrl-C), so the next
+    run never waits on a slot nobody will release."""
+    import typer
+
+    from openledger_pipelines.runner import fail_abandoned_runs
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        for line in fail_abandoned_runs(instance, this_process=True):
+            typer.echo(f"stopped: {line}", err=True)
+        raise typer.Exit(143 if exc.args == ("SIGTERM",) else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -19,7 +19,7 @@ from openledger_pipelines.cli._common import (
     open_lake,
     out,
 )
-from openledger_pipelines.cli.ingest_cmds import _datanets_or_all
+from openledger_pipelines.cli.ingest_cmds import _datanets_or_all, recover_lake
 
 epoch_app = typer.Typer(help="Reward epochs: close and list.", no_args_is_help=True)
 
@@ -46,7 +46,7 @@ def epoch_close(
     Inferences served since the last run are attributed first, so their fees are paid in
     the epoch they were served in."""
     from assets.recompute import open_epoch
-    from openledger_pipelines.cli.progress import StageReporter
+    from openledger_pipelines.cli.progress import StageReporter, stopped_cleanly
     from openledger_pipelines.pending import INFERENCE_ASSETS, pending_inferences
     from openledger_pipelines.runner import persistent_instance, run_datanets, run_epoch
     from openledger_pipelines.statements import payouts_table
@@ -56,6 +56,7 @@ def epoch_close(
     failed = False
     instance = persistent_instance(root)
     try:
+        recover_lake(lake, instance)
         for name in _datanets_or_all(root, datanet):
             number = open_epoch(store, name) if epoch is None else epoch
             waiting = pending_inferences(store, name)
@@ -64,7 +65,7 @@ def epoch_close(
                     f"{name}: attributing {waiting} pending inference(s) before closing",
                     highlight=False,
                 )
-                with StageReporter(out) as reporter:
+                with stopped_cleanly(instance), StageReporter(out) as reporter:
                     attributed = run_datanets(
                         root,
                         instance,
@@ -78,7 +79,7 @@ def epoch_close(
                     failed = True
                     out.print(f"{name}: [red]attributing inferences FAILED[/]; epoch not closed")
                     continue
-            with StageReporter(out) as reporter:
+            with stopped_cleanly(instance), StageReporter(out) as reporter:
                 result = run_epoch(root, instance, name, number, log_level.upper(), reporter)
             if not result.success:
                 failed = True
