@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -267,6 +269,31 @@ def signer(key_file: Path, contributor: str) -> Callable[[bytes], str]:
     return lambda message: private.sign(message).hex()
 
 
+def check_regular_file(source: Path) -> None:
+    """Refuse a symbolic link, FIFO, device or folder (SpecError, one line), so a
+    submission can never smuggle another file (`link.csv -> /etc/passwd`) into the inbox."""
+    try:
+        mode = os.lstat(source).st_mode
+    except FileNotFoundError:
+        raise SpecError(f"{source}: no such file") from None
+    if stat.S_ISLNK(mode):
+        raise SpecError(f"{source} is a symbolic link; submit the file it points to instead")
+    if not stat.S_ISREG(mode):
+        raise SpecError(f"{source} is not a regular file (a folder, FIFO or device)")
+
+
+def read_regular_file(source: Path) -> bytes:
+    """The bytes of a regular file (see `check_regular_file`). The file is opened without
+    following links and checked again on the open descriptor, so swapping it for a link
+    after the first check does not work either."""
+    check_regular_file(source)
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise SpecError(f"{source} is not a regular file (a folder, FIFO or device)")
+        return fh.read()
+
+
 def submit(
     root: Path,
     datanet: str,
@@ -280,11 +307,9 @@ def submit(
     key file when one is given (or exists at the default place) unless `sign` is False."""
     check_datanet_name(datanet)
     check_contributor_id(contributor)
-    if not source.is_file():
-        raise SpecError(f"{source}: no such file")
     if sign and key_file is not None and not key_file.is_file():
         raise SpecError(f"{key_file}: no such key file")  # never fall back to unsigned
-    data = source.read_bytes()
+    data = read_regular_file(source)
     batch_id = hashlib.sha256(data).hexdigest()
     name = f"{batch_id[:16]}-{contributor}-{safe_file_name(source.name)}"
     folder = inbox_dir(root, datanet)

@@ -726,3 +726,34 @@ def test_two_datanets_keep_their_own_validation_files(tmp_path: Path) -> None:
     assert first == HELD_OUT and second == HELD_OUT + "9.5,1\n"
     code, output = run("datanet", "list", "--lake", str(lake))
     assert code == 0 and "first" in output and "second" in output
+
+
+# --- what a contributor may hand the lake (issue 14) --------------------------------------
+
+
+def published_lake(tmp_path: Path, require_signatures: bool = False) -> Path:
+    """A lake with one small Datanet `heldout` published through the CLI."""
+    spec = write_spec(tmp_path / "spec")
+    if require_signatures:
+        spec.write_text(
+            spec.read_text().replace("require_signatures: false", "require_signatures: true")
+        )
+    (tmp_path / "spec" / "validation.csv").write_text(HELD_OUT)
+    lake = tmp_path / "lake"
+    assert run("datanet", "create", str(spec), "--lake", str(lake))[0] == 0
+    return lake
+
+
+def test_contribute_refuses_a_symlink_in_one_line_and_submits_nothing(tmp_path: Path) -> None:
+    lake = published_lake(tmp_path)
+    good = tmp_path / "good.csv"
+    good.write_text(HELD_OUT)
+    link = tmp_path / "link.csv"
+    link.symlink_to("/etc/passwd")
+    code, output = run(
+        "contribute", "--lake", str(lake), "--datanet", "heldout", "--contributor", "ann",
+        str(good), str(link),
+    )  # fmt: skip
+    assert code == 2
+    assert "symbolic link" in error_line(output) and str(link) in error_line(output)
+    assert not (lake / "inbox").exists()  # not even the good file before it

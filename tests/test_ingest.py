@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -316,3 +317,32 @@ def test_nothing_is_lost(tmp_path: Path, rows: list[tuple]) -> None:
             ]
         )
         assert indices == list(range(len(rows)))
+
+
+# --- contribute reads only regular files (no symlinks, FIFOs, devices, folders) -------------
+
+
+def toy_lake(tmp_path: Path) -> Path:
+    root = tmp_path / "lake"
+    (root / "specs").mkdir(parents=True)
+    (root / "specs" / "toy.yaml").write_text(SPEC)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+def test_submit_refuses_anything_but_a_regular_file(tmp_path: Path, kind: str) -> None:
+    root = toy_lake(tmp_path)
+    target = tmp_path / "secret.csv"
+    target.write_text(HEADER + GOOD)
+    path = tmp_path / "rows.csv"
+    if kind == "symlink":
+        path.symlink_to(target)
+    elif kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would block without a writer
+    else:
+        path.mkdir()
+    expected = "symbolic link" if kind == "symlink" else "not a regular file"
+    with pytest.raises(SpecError, match=expected):
+        submit(root, "toy", "ann", path, sign=False)
+    inbox = inbox_dir(root, "toy")
+    assert not inbox.exists() or list(inbox.iterdir()) == []  # nothing copied

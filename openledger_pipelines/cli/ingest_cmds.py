@@ -142,17 +142,14 @@ def contribute(
 ) -> None:
     """Submit files to a Datanet's inbox, signed with your key; `openledger run` ingests them."""
     from assets.datanets import SpecError, check_datanet_name
-    from assets.layout import spec_names, submit
+    from assets.layout import check_regular_file, spec_names, submit
 
     root = lake_root(lake)
     check_datanet_name(datanet)
     if datanet not in spec_names(root):
         raise SpecError(f"no Datanet {datanet!r}")
-    for file in files:
-        if not file.exists():
-            raise SpecError(f"no such file: {file}")
-        if not file.is_file():
-            raise SpecError(f"{file} is not a regular file")
+    for file in files:  # all of them before anything is submitted
+        check_regular_file(file)
     for file in files:
         target = submit(root, datanet, contributor, file, key_file=key)
         out.print(f"submitted {file} as {target.name}", highlight=False)
