@@ -26,11 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from assets.datanets import Column, DatanetSpec, SpecError, check_contributor_id
 from ledger.commitment import row_leaf_hashes
+from ledger.hashing import sha256_binary
 
 MANIFEST_SUFFIX = ".manifest.json"
 WHOLE_FILE = -1
@@ -76,7 +79,16 @@ META_SCHEMA = {
     "received_at": pl.Datetime("us", "UTC"),
     "row_index": pl.Int64,
 }
-QUARANTINE_ROW_SCHEMA = {"reason_code": pl.String, "message": pl.String, "payload": pl.String}
+# A rejected row's payload is its raw JSON cut to a prefix; the length and SHA-256 of the
+# whole payload are kept beside it, so a huge field is never stored (nor ledgered) in full
+# and the inbox file still proves what was rejected (docs/ingestion.md).
+PAYLOAD_PREFIX_BYTES = 1024
+RAW_QUARANTINE_SCHEMA = {"reason_code": pl.String, "message": pl.String, "payload": pl.String}
+QUARANTINE_ROW_SCHEMA = {
+    **RAW_QUARANTINE_SCHEMA,
+    "payload_bytes": pl.Int64,
+    "payload_sha256": pl.String,
+}
 QUARANTINE_SCHEMA = {**META_SCHEMA, **QUARANTINE_ROW_SCHEMA}
 DUPLICATES_SCHEMA = {
     **META_SCHEMA,
@@ -262,7 +274,7 @@ def _read_jsonl(text: str) -> tuple[pl.DataFrame, pl.DataFrame]:
                 {
                     "row_index": index,
                     "message": f"line {index + 1}: {exc}",
-                    "payload": line[:10_000],
+                    "payload": line,  # capped with every payload (`capped_payloads`)
                 }
             )
         index += 1
@@ -420,6 +432,28 @@ def validate_rows(
     return good, bad
 
 
+def _prefix(text: str) -> str:
+    """The longest prefix of `text` of at most PAYLOAD_PREFIX_BYTES bytes of UTF-8 that ends
+    at a character boundary."""
+    return text.encode()[:PAYLOAD_PREFIX_BYTES].decode("utf-8", "ignore")
+
+
+def capped_payloads(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with `payload` cut to its prefix and, beside it, the byte length and the
+    SHA-256 of the whole payload; only the few long payloads are cut in Python."""
+    full = frame["payload"].fill_null("")
+    digests = sha256_binary(pc.cast(full.to_arrow(), pa.large_binary()))
+    hexed = digests.tobytes().hex()
+    lengths = full.str.len_bytes().cast(pl.Int64)
+    long = (lengths > PAYLOAD_PREFIX_BYTES).arg_true()
+    cut = full.scatter(long, [_prefix(full[int(i)]) for i in long]) if len(long) else full
+    return frame.with_columns(
+        cut.alias("payload"),
+        lengths.alias("payload_bytes"),
+        pl.Series("payload_sha256", [hexed[i * 64 : i * 64 + 64] for i in range(len(full))]),
+    )
+
+
 def row_hashes(typed: pl.DataFrame) -> pl.Series:
     """Hex RFC 9162 leaf hash of every row, in one pass over all rows."""
     return pl.Series("row_hash", row_leaf_hashes(typed.to_arrow()))
@@ -468,7 +502,7 @@ def _file_rejection(index: int, sub: Submission, reason: str, message: str) -> p
             "message": [message],
             "payload": [payload],
         },
-        schema={FILE: pl.Int64, "row_index": pl.Int64, **QUARANTINE_ROW_SCHEMA},
+        schema={FILE: pl.Int64, "row_index": pl.Int64, **RAW_QUARANTINE_SCHEMA},
     )
 
 
@@ -625,12 +659,14 @@ def ingest_datanet(
     candidates = _with_meta(good.with_columns(row_hashes(good.select(columns))), meta)
     accepted, duplicates = split_duplicates(previous.contributions, candidates)
     rows_out = ["row_index", "reason_code", "message", "payload"]
-    quarantined = _stacked(
-        [
-            *(b.select(FILE, *rows_out) for _, b in checked),
-            *(f.select(FILE, *rows_out) for f in lines),
-            *rejected,
-        ]
+    quarantined = capped_payloads(
+        _stacked(
+            [
+                *(b.select(FILE, *rows_out) for _, b in checked),
+                *(f.select(FILE, *rows_out) for f in lines),
+                *rejected,
+            ]
+        )
     )
     counts = {
         "quarantined": _per_file(quarantined.filter(pl.col("row_index") != WHOLE_FILE)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -16,6 +17,7 @@ from hypothesis_budget import examples
 
 from assets.datanets import SpecError, check_contributor_id, check_datanet_name, parse_spec
 from assets.ingest import (
+    PAYLOAD_PREFIX_BYTES,
     Submission,
     empty_tables,
     file_sha256,
@@ -346,3 +348,46 @@ def test_submit_refuses_anything_but_a_regular_file(tmp_path: Path, kind: str) -
         submit(root, "toy", "ann", path, sign=False)
     inbox = inbox_dir(root, "toy")
     assert not inbox.exists() or list(inbox.iterdir()) == []  # nothing copied
+
+
+# --- quarantine keeps a bounded payload: a prefix, the full length and its SHA-256 ----------
+
+
+def test_a_huge_rejected_field_is_stored_capped_with_length_and_hash(tmp_path: Path) -> None:
+    huge = "z" * 3_000_000 + "é"  # a few MB in a column of at most 20 characters
+    result = ingest_one(
+        tmp_path, "f.csv", HEADER + GOOD + f"1,2,red,{huge},true,0\n", max_file_bytes=10**7
+    )
+    row = result.quarantine.row(0, named=True)
+    assert row["reason_code"] == "FIELD_TOO_LARGE"
+    full = json.dumps(
+        {"x": "1", "n": "2", "color": "red", "note": huge, "flag": "true", "y": "0"},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+    stored = row["payload"].encode()
+    assert len(stored) <= PAYLOAD_PREFIX_BYTES and full.startswith(stored)
+    assert len(stored) > PAYLOAD_PREFIX_BYTES - 4  # cut at a character, not far short
+    assert row["payload_bytes"] == len(full)
+    assert row["payload_sha256"] == hashlib.sha256(full).hexdigest()
+
+
+def test_a_huge_bad_json_line_is_stored_capped_with_length_and_hash(tmp_path: Path) -> None:
+    good = '{"x": 1, "n": 1, "color": "red", "flag": true, "y": 0}'
+    line = '{"x": 1, "note": "' + "q" * 2_000_000  # never closed: not JSON
+    result = ingest_one(tmp_path, "a.jsonl", f"{good}\n{line}\n", max_file_bytes=10**7)
+    row = result.quarantine.row(0, named=True)
+    assert row["reason_code"] == "PARSE_ERROR" and row["row_index"] == 1
+    assert row["payload"] == line[:PAYLOAD_PREFIX_BYTES]
+    assert row["payload_bytes"] == len(line.encode())
+    assert row["payload_sha256"] == hashlib.sha256(line.encode()).hexdigest()
+
+
+def test_small_payloads_are_kept_whole_with_their_length_and_hash(tmp_path: Path) -> None:
+    result = ingest_one(tmp_path, "f.csv", HEADER + "abc,2,red,a,true,0\n")
+    rejected = ingest_one(tmp_path, "empty.csv", b"")
+    for row in (result.quarantine.row(0, named=True), rejected.quarantine.row(0, named=True)):
+        full = row["payload"].encode()
+        assert json.loads(full)  # whole, still JSON
+        assert row["payload_bytes"] == len(full)
+        assert row["payload_sha256"] == hashlib.sha256(full).hexdigest()
