@@ -269,6 +269,29 @@ def signer(key_file: Path, contributor: str) -> Callable[[bytes], str]:
     return lambda message: private.sign(message).hex()
 
 
+def unsigned_warning(
+    root: Path, spec: DatanetSpec, contributor: str, key_file: Path | None
+) -> str | None:
+    """Why a submission by `contributor` would not carry a signature ingestion can check
+    (None: it will): a warning where the Datanet takes unsigned files, SpecError where it
+    requires signatures, so nobody submits a file that is bound to be quarantined."""
+    if key_file is not None and not key_file.is_file():
+        raise SpecError(f"{key_file}: no such key file")  # a named key must exist
+    registered = inside(registry_dir(root, spec.name), f"{check_contributor_id(contributor)}.json")
+    key = key_file or key_path(root, spec.name, contributor)
+    if not registered.is_file():
+        problem = f"{contributor} has no registered key for Datanet {spec.name}"
+        advice = "register it first with `openledger contributor add`"
+    elif not key.is_file():
+        problem = f"no key file to sign with for {contributor} ({key})"
+        advice = "pass --key with the key you registered"
+    else:
+        return None
+    if spec.require_signatures:
+        raise SpecError(f"{problem}, and Datanet {spec.name} requires signatures: {advice}")
+    return f"{problem}; submitting unsigned ({advice} to sign)"
+
+
 def check_regular_file(source: Path) -> None:
     """Refuse a symbolic link, FIFO, device or folder (SpecError, one line), so a
     submission can never smuggle another file (`link.csv -> /etc/passwd`) into the inbox."""

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from openledger_pipelines.automation import inbox_sensor
 from openledger_pipelines.cli import app
@@ -757,3 +757,64 @@ def test_contribute_refuses_a_symlink_in_one_line_and_submits_nothing(tmp_path: 
     assert code == 2
     assert "symbolic link" in error_line(output) and str(link) in error_line(output)
     assert not (lake / "inbox").exists()  # not even the good file before it
+
+
+def contribute(lake: Path, contributor: str, *files: Path) -> Result:
+    """`openledger contribute` to `heldout`; the result keeps stderr apart."""
+    return runner.invoke(
+        app,
+        [
+            "contribute", "--lake", str(lake), "--datanet", "heldout",
+            "--contributor", contributor, *(str(f) for f in files),
+        ],
+    )  # fmt: skip
+
+
+def inbox_files(lake: Path) -> list[str]:
+    folder = lake / "inbox" / "heldout"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_contribute_without_a_registered_key_warns(tmp_path: Path) -> None:
+    lake = published_lake(tmp_path)
+    rows = tmp_path / "rows.csv"
+    rows.write_text(HELD_OUT)
+    result = contribute(lake, "ann", rows)
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr and "ann has no registered key" in result.stderr
+    assert "unsigned" in result.stderr
+    assert len(inbox_files(lake)) == 2  # accepted: this Datanet takes unsigned files
+
+
+def test_contribute_unsigned_is_refused_where_signatures_are_required(tmp_path: Path) -> None:
+    lake = published_lake(tmp_path, require_signatures=True)
+    rows = tmp_path / "rows.csv"
+    rows.write_text(HELD_OUT)
+    result = contribute(lake, "ann", rows)
+    assert result.exit_code == 2 and "ann has no registered key" in error_line(result.output)
+    assert "requires signatures" in error_line(result.output)
+    # registered with a key the lake does not hold, and no --key: nothing to sign with
+    public = "11" * 32
+    code, _ = run(
+        "contributor", "add", "--lake", str(lake), "--datanet", "heldout",
+        "--contributor", "bob", "--public-key", public,
+    )  # fmt: skip
+    assert code == 0
+    result = contribute(lake, "bob", rows)
+    assert result.exit_code == 2 and "no key file to sign with" in error_line(result.output)
+    assert inbox_files(lake) == []
+    code, _ = run(
+        "contributor", "add", "--lake", str(lake), "--datanet", "heldout", "--contributor", "cara"
+    )
+    assert code == 0
+    result = contribute(lake, "cara", rows)
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.output
+    assert len(inbox_files(lake)) == 2
+
+
+def test_verify_reports_a_table_with_an_empty_delta_log(tmp_path: Path) -> None:
+    lake = published_lake(tmp_path)
+    (lake / "tables" / "broken" / "_delta_log").mkdir(parents=True)
+    code, output = run("verify", "--lake", str(lake))
+    assert code == 1, output
+    assert "FAILED" in output and "tables/broken" in output

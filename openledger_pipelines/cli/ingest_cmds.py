@@ -141,15 +141,19 @@ def contribute(
     ] = None,
 ) -> None:
     """Submit files to a Datanet's inbox, signed with your key; `openledger run` ingests them."""
-    from assets.datanets import SpecError, check_datanet_name
-    from assets.layout import check_regular_file, spec_names, submit
+    from assets.datanets import SpecError, check_contributor_id, check_datanet_name, load_spec
+    from assets.layout import check_regular_file, spec_names, spec_path, submit, unsigned_warning
 
     root = lake_root(lake)
     check_datanet_name(datanet)
+    check_contributor_id(contributor)
     if datanet not in spec_names(root):
         raise SpecError(f"no Datanet {datanet!r}")
     for file in files:  # all of them before anything is submitted
         check_regular_file(file)
+    warning = unsigned_warning(root, load_spec(spec_path(root, datanet)), contributor, key)
+    if warning:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     for file in files:
         target = submit(root, datanet, contributor, file, key_file=key)
         out.print(f"submitted {file} as {target.name}", highlight=False)
