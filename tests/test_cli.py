@@ -14,6 +14,7 @@ import pytest
 from deltalake import DeltaTable
 from typer.testing import CliRunner, Result
 
+from ledger.lake import Lake
 from openledger_pipelines.automation import inbox_sensor
 from openledger_pipelines.cli import app
 from openledger_pipelines.resources import LakeResource
@@ -818,3 +819,25 @@ def test_verify_reports_a_table_with_an_empty_delta_log(tmp_path: Path) -> None:
     code, output = run("verify", "--lake", str(lake))
     assert code == 1, output
     assert "FAILED" in output and "tables/broken" in output
+
+
+def test_proposals_signed_by_unregistered_keys_are_refused(lake_copy: Path, tmp_path: Path) -> None:
+    from assets.layout import new_contributor_key
+
+    lake = str(lake_copy)
+
+    def propose(contributor: str, key: Path) -> tuple[int, str]:
+        return run(
+            "propose", "--lake", lake, "--datanet", "wine", "--contributor", contributor,
+            "--set", "pool_per_epoch=5000", "--key", str(key),
+        )  # fmt: skip
+
+    stranger = tmp_path / "dora.key"  # dora has a key but never registered it
+    new_contributor_key(lake_copy, "wine", "dora", key_file=stranger)
+    code, output = propose("dora", stranger)
+    assert code == 2 and "dora is not a registered contributor" in error_line(output)
+    other = tmp_path / "alice-other.key"  # alice, but not the key she registered
+    new_contributor_key(lake_copy, "wine", "alice", key_file=other)
+    code, output = propose("alice", other)
+    assert code == 2 and "does not match the proposer's key" in error_line(output)
+    assert "governance" not in Lake(lake_copy).table_names()  # nothing recorded
