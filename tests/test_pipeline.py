@@ -127,7 +127,7 @@ def latest(instance: dg.DagsterInstance, asset: str, partition: str) -> dg.Event
 def test_new_contributions_rerun_only_their_datanet(
     root: Path, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
-    first = evaluate_sensor(root, instance, None)
+    first = evaluate_sensor(root, instance)
     job = build_defs(str(root)).resolve_job_def("datanet_job")
     for request in first.run_requests or []:
         assert job.execute_in_process(
@@ -144,7 +144,7 @@ def test_new_contributions_rerun_only_their_datanet(
     size_before = len(lake.ledger.entries())
 
     add_rows(root, "beta", "bob", [(7.0, 1), (8.0, 0)], tmp_path)
-    backfill = evaluate_sensor(root, instance, first.cursor)
+    backfill = evaluate_sensor(root, instance)
     assert [r.partition_key for r in backfill.run_requests or []] == ["beta"]
     for request in backfill.run_requests or []:
         assert job.execute_in_process(
