@@ -22,10 +22,10 @@ from openledger_pipelines.runner import persistent_instance
 
 runner = CliRunner()
 WINE = "contributions_wine"
-# One ledger entry per table the pipeline writes (16) for each demo Datanet, then the
-# inference tables (2) again once the demo's queries are served, then the three tables
-# of each Datanet's closed epoch 0.
-ENTRIES = 2 * 16 + 2 * 2 + 2 * 3
+# For each demo Datanet: one receipts entry (its ten files received in one delivery), one
+# ledger entry per table the pipeline writes (16), then the inference tables (2) again
+# once the demo's queries are served, then the three tables of its closed epoch 0.
+ENTRIES = 2 * 1 + 2 * 16 + 2 * 2 + 2 * 3
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -333,6 +333,34 @@ def test_statement_human_and_unknown_contributor(demo_lake: Path) -> None:
     assert code == 2 and "no statement" in output
     code, output = run("statement", "--lake", str(demo_lake), "--contributor", "../x")
     assert code == 2 and "invalid contributor id" in output
+
+
+def test_statement_lists_each_batch_with_its_receipt(demo_lake: Path) -> None:
+    def statement(who: str) -> dict:
+        args = ["--contributor", who, "--datanet", "wine", "--json"]
+        code, output = run("statement", "--lake", str(demo_lake), *args)
+        assert code == 0, output
+        (row,) = json.loads(output)
+        return row
+
+    bob, erin = statement("bob"), statement("erin")
+    (bob_batch,) = bob["batches"]
+    (erin_batch,) = erin["batches"]  # erin copied bob's rows after him
+    assert erin_batch["receipt_seq"] > bob_batch["receipt_seq"]
+    assert erin_batch["duplicates"] == erin["duplicates"] > 0
+    assert bob_batch["duplicates"] == 0 and bob_batch["accepted"] == bob["rows_ingested"]
+    receipts = run(
+        "sql", "--lake", str(demo_lake), "--json",
+        "select receipt_seq, file_name from receipts where datanet = 'wine'",
+    )[1]  # fmt: skip
+    names = {r["receipt_seq"]: r["file_name"] for r in map(json.loads, receipts.splitlines())}
+    assert names[erin_batch["receipt_seq"]] == erin_batch["file_name"]
+    assert erin["batches_entry_seq"] is not None
+    code, output = run(
+        "statement", "--lake", str(demo_lake), "--contributor", "erin", "--datanet", "wine"
+    )
+    assert code == 0 and "in receipt order" in output
+    assert f"#{erin_batch['receipt_seq']}" in output and erin_batch["file_name"] in output
 
 
 def test_recompute_and_report(demo_lake: Path, tmp_path: Path) -> None:

@@ -221,7 +221,7 @@ def test_signatures_are_required_and_checked(tmp_path: Path) -> None:
     submit(root, "toy", "ann", source, submitted_at=datetime(2026, 1, 2, tzinfo=UTC), sign=False)
     source.write_text(HEADER + "3,2,red,c,true,1\n")
     forged = submit(root, "toy", "mallory", source, submitted_at=datetime(2026, 1, 3, tzinfo=UTC))
-    manifest = forged.with_name(forged.name + ".manifest.json")
+    manifest = forged.path.with_name(forged.path.name + ".manifest.json")
     doc = json.loads(manifest.read_text())
     doc["contributor"] = "ann"  # claim ann's name with mallory's signature
     manifest.write_text(json.dumps(doc))
