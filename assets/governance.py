@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -238,6 +239,52 @@ def vote(
     )
 
 
+def _signed_message(row: dict[str, Any]) -> bytes | str:
+    """What a stored proposal or vote is signed over, or why that cannot be rebuilt."""
+    if row["event"] == "vote":
+        return vote_message(row["datanet"], row["proposal_id"], row["actor"], row["choice"])
+    try:
+        details = _payload(row)
+        rebuilt = Proposal(
+            row["datanet"], row["actor"], details["changes"], details["description"], row["at"]
+        )
+    except (KeyError, TypeError, ValueError):
+        return "proposal id is not the hash of its content (the payload is not a proposal's)"
+    if rebuilt.proposal_id() != row["proposal_id"]:
+        return "proposal id is not the hash of its content (the event was edited)"
+    return proposal_message(row["datanet"], row["proposal_id"])
+
+
+def event_problem(row: dict[str, Any], keys: Mapping[str, str]) -> str | None:
+    """Why a stored proposal or vote does not verify against the registered keys (None:
+    it does; tallies are not signed). Catches rows written into the table directly."""
+    if row["event"] not in ("proposal", "vote"):
+        return None
+    message = _signed_message(row)
+    if isinstance(message, str):
+        return message
+    key = keys.get(row["actor"])
+    if key is None:
+        return f"{row['actor']} is not a registered contributor"
+    if not signature_valid(key, message, row["signature"]):
+        return (
+            f"signature does not match {row['actor']}'s registered key "
+            "(forged, or copied from another event)"
+        )
+    return None
+
+
+def check_events(events: pl.DataFrame, keys: Mapping[str, str]) -> None:
+    """GovernanceError naming the first proposal or vote whose signature does not verify."""
+    for row in events.sort("event_index").iter_rows(named=True):
+        problem = event_problem(row, keys)
+        if problem:
+            raise GovernanceError(
+                f"governance event {row['event_index']} ({row['event']} by {row['actor']}): "
+                f"{problem}; refusing to count it"
+            )
+
+
 def votes_so_far(events: pl.DataFrame, proposal_id: str) -> dict[str, Any]:
     """Yes and no weight cast on a proposal, its electorate and its deadline."""
     proposal = proposals(events).get(proposal_id)
@@ -253,14 +300,23 @@ def votes_so_far(events: pl.DataFrame, proposal_id: str) -> dict[str, Any]:
 
 
 def tally(
-    events: pl.DataFrame, datanet: str, proposal_id: str, now: datetime, open_epoch: int
+    events: pl.DataFrame,
+    datanet: str,
+    proposal_id: str,
+    now: datetime,
+    open_epoch: int,
+    *,
+    keys: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The `enacted` or `failed` event row of a proposal whose voting has closed."""
+    """The `enacted` or `failed` event row of a proposal whose voting has closed. Every
+    proposal and vote of the proposal is verified again against the registered `keys`
+    first: a row written into the table past `propose`/`vote` is never counted."""
     proposal = proposals(events).get(proposal_id)
     if proposal is None:
         raise GovernanceError(f"no proposal {proposal_id} in Datanet {datanet}")
     if outcome(events, proposal_id) is not None:
         raise GovernanceError("the proposal has already been tallied")
+    check_events(events.filter(pl.col("proposal_id") == proposal_id), keys)
     details = _payload(proposal)
     if now <= datetime.fromisoformat(details["deadline"]):
         raise GovernanceError(f"voting is open until {details['deadline']}")

@@ -1,10 +1,12 @@
 """Ingestion: every row of every submitted file ends in contributions, quarantine or duplicates.
 
 A submission is a file (CSV, Parquet or JSON Lines) in a Datanet's inbox with a manifest
-naming its contributor and, where the spec requires it, an Ed25519 signature over the
-file's hash. Each file is read as text columns; the rows of every file of a run are then
-stacked and, in one vectorized polars pass, validated against the spec, typed, hashed (the
-row hash is the RFC 9162 leaf hash of the row's typed spec columns) and split three ways:
+naming its contributor and, where the spec requires it, an Ed25519 signature over every
+manifest field (`signing_message`). Submissions are ingested in the order the lake
+received them (`assets.receipts`), never in an order the submitter wrote. Each file is
+read as text columns; the rows of every file of a run are then stacked and, in one
+vectorized polars pass, validated against the spec, typed, hashed (the row hash is the
+RFC 9162 leaf hash of the row's typed spec columns) and split three ways:
 
 - accepted rows → `contributions` (typed columns + contributor, batch, received time, hash);
 - rejected rows → `quarantine` with a reason code, a message and the raw row as JSON; a
@@ -26,13 +28,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from assets.datanets import Column, DatanetSpec, SpecError, check_contributor_id
 from ledger.commitment import row_leaf_hashes
+from ledger.hashing import sha256_binary
 
 MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_VERSION = 2  # manifests without a `version` field are version 1
 WHOLE_FILE = -1
 # Working columns start with NUL, which no spec column name (nor sane header) holds, so a
 # file's own columns can never collide with them.
@@ -76,7 +82,16 @@ META_SCHEMA = {
     "received_at": pl.Datetime("us", "UTC"),
     "row_index": pl.Int64,
 }
-QUARANTINE_ROW_SCHEMA = {"reason_code": pl.String, "message": pl.String, "payload": pl.String}
+# A rejected row's payload is its raw JSON cut to a prefix; the length and SHA-256 of the
+# whole payload are kept beside it, so a huge field is never stored (nor ledgered) in full
+# and the inbox file still proves what was rejected (docs/ingestion.md).
+PAYLOAD_PREFIX_BYTES = 1024
+RAW_QUARANTINE_SCHEMA = {"reason_code": pl.String, "message": pl.String, "payload": pl.String}
+QUARANTINE_ROW_SCHEMA = {
+    **RAW_QUARANTINE_SCHEMA,
+    "payload_bytes": pl.Int64,
+    "payload_sha256": pl.String,
+}
 QUARANTINE_SCHEMA = {**META_SCHEMA, **QUARANTINE_ROW_SCHEMA}
 DUPLICATES_SCHEMA = {
     **META_SCHEMA,
@@ -89,6 +104,7 @@ BATCHES_SCHEMA = {
     "contributor": pl.String,
     "batch_id": pl.String,
     "file_name": pl.String,
+    "receipt_seq": pl.Int64,  # the lake's receipt: the order that decides credit
     "received_at": pl.Datetime("us", "UTC"),
     "status": pl.String,
     "rows_in": pl.Int64,
@@ -116,7 +132,9 @@ class FileRejected(Exception):
 
 @dataclass(frozen=True)
 class Submission:
-    """One inbox file and what its manifest says about it."""
+    """One inbox file and what its manifest says about it. `received_at` and `receipt_seq`
+    come from the lake's receipt (`assets.receipts`); `claimed_at` is the manifest's
+    `submitted_at` as written: signed, kept, never used to order anything."""
 
     datanet: str
     contributor: str
@@ -126,6 +144,10 @@ class Submission:
     signature: str | None
     file_name: str
     manifest_problem: str | None = None
+    claimed_at: str | None = None
+    manifest_version: int = MANIFEST_VERSION
+    manifest_sha256: str = ""
+    receipt_seq: int | None = None
 
 
 def contributions_schema(spec: DatanetSpec) -> dict[str, pl.DataType]:
@@ -134,9 +156,16 @@ def contributions_schema(spec: DatanetSpec) -> dict[str, pl.DataType]:
     return {**META_SCHEMA, "row_hash": pl.String(), **typed}
 
 
-def signing_message(datanet: str, contributor: str, batch_id: str) -> bytes:
-    """What a contributor signs: Datanet, contributor and file hash (no replay elsewhere)."""
-    return f"openledger-contribution/v1\n{datanet}\n{contributor}\n{batch_id}\n".encode()
+def signing_message(
+    datanet: str, contributor: str, batch_id: str, file_name: str, submitted_at: str | None
+) -> bytes:
+    """What a contributor signs (manifest v2): every manifest field that is kept — the
+    Datanet, contributor, file hash, file name and the claimed submission time as written
+    (empty when absent) — so no field can be changed without the contributor's key and a
+    signed file cannot be replayed under another Datanet, name or time. Each field is one
+    line: names are checked to hold no control character, and a time has none."""
+    fields = (datanet, contributor, batch_id, file_name, submitted_at or "")
+    return ("openledger-contribution/v2\n" + "".join(f"{f}\n" for f in fields)).encode()
 
 
 def file_sha256(path: Path) -> str:
@@ -150,42 +179,81 @@ def file_sha256(path: Path) -> str:
 # --- the inbox -----------------------------------------------------------------------------
 
 
+def _file_name(named: object) -> str:
+    """The data file a manifest names: a plain file name in the same folder."""
+    if not isinstance(named, str) or Path(named).name != named or named in ("", ".", ".."):
+        raise ValueError(f"file {named!r} must be a plain file name in the inbox")
+    if any(ord(c) < 32 or ord(c) == 127 for c in named):
+        raise ValueError(f"file {named!r} holds a control character")
+    return named
+
+
+def _manifest_fields(doc: object) -> tuple[str, str | None, str | None, int, str | None]:
+    """(contributor, signature, claimed time, version, file name or None) of a manifest;
+    ValueError/SpecError saying what is wrong with it."""
+    if not isinstance(doc, dict):
+        raise ValueError("manifest must be a JSON object")
+    contributor = check_contributor_id(doc.get("contributor"))
+    signature = doc.get("signature")
+    if signature is not None and not isinstance(signature, str):
+        raise ValueError("signature must be a hex string")
+    version = doc.get("version", 1)
+    if version not in (1, MANIFEST_VERSION) or isinstance(version, bool):
+        raise ValueError(f"unknown manifest version {version!r}")
+    claimed = doc.get("submitted_at")
+    if claimed is not None:
+        if not isinstance(claimed, str):
+            raise ValueError("submitted_at must be an ISO 8601 string")
+        datetime.fromisoformat(claimed)  # a claim, but a well-formed one
+    named = doc.get("file")
+    return contributor, signature, claimed, version, None if named is None else _file_name(named)
+
+
 def read_manifest(datanet: str, manifest: Path) -> Submission:
-    """A Submission from `<file>.manifest.json`; problems are kept, not raised."""
+    """A Submission from `<file>.manifest.json`; problems are kept, not raised. Its
+    `received_at` is a placeholder (the manifest's modification time) until a receipt
+    gives it the lake's time."""
     received = datetime.fromtimestamp(manifest.stat().st_mtime, UTC)
-    problem = None
+    problem, claimed, version, declared = None, None, 1, None
     contributor, signature, file_name = "<invalid>", None, manifest.name[: -len(MANIFEST_SUFFIX)]
+    raw = b""
     try:
-        doc = json.loads(manifest.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict):
-            raise ValueError("manifest must be a JSON object")
-        contributor = check_contributor_id(doc.get("contributor"))
-        signature = doc.get("signature")
-        if signature is not None and not isinstance(signature, str):
-            raise ValueError("signature must be a hex string")
-        named = doc.get("file", file_name)
-        if not isinstance(named, str) or Path(named).name != named or named in ("", ".", ".."):
-            raise ValueError(f"file {named!r} must be a plain file name in the inbox")
-        file_name = named
-        if "submitted_at" in doc:
-            received = datetime.fromisoformat(doc["submitted_at"]).astimezone(UTC)
-    except (ValueError, SpecError, OSError, TypeError) as exc:
+        raw = manifest.read_bytes()
+        doc = json.loads(raw.decode("utf-8"))
+        contributor, signature, claimed, version, named = _manifest_fields(doc)
+        file_name = named or file_name
+        declared = doc.get("sha256")
+    except (ValueError, SpecError, TypeError, OSError) as exc:
         problem = f"unusable manifest {manifest.name}: {exc}"
     path = manifest.parent / file_name
     try:
         batch_id = file_sha256(path)
     except OSError as exc:
         problem = problem or f"data file {file_name!r} named by the manifest is missing: {exc}"
-        batch_id = hashlib.sha256(manifest.read_bytes()).hexdigest()
-    return Submission(datanet, contributor, path, batch_id, received, signature, file_name, problem)
+        batch_id = hashlib.sha256(raw).hexdigest()
+    if not problem and declared is not None and declared != batch_id:
+        problem = f"manifest {manifest.name}: sha256 {declared!r} is not the file's {batch_id}"
+    return Submission(
+        datanet,
+        contributor,
+        path,
+        batch_id,
+        received,
+        signature,
+        file_name,
+        problem,
+        claimed,
+        version,
+        hashlib.sha256(raw).hexdigest(),
+    )
 
 
 def inbox_submissions(inbox: Path, datanet: str) -> list[Submission]:
-    """Every manifest in a Datanet's inbox, oldest first (then by batch id: deterministic)."""
+    """Every manifest in a Datanet's inbox, by manifest name (deterministic). Credit order
+    is not decided here: `assets.receipts.with_receipts` orders them by receipt."""
     if not inbox.is_dir():
         return []
-    subs = [read_manifest(datanet, m) for m in sorted(inbox.glob(f"*{MANIFEST_SUFFIX}"))]
-    return sorted(subs, key=lambda s: (s.received_at, s.batch_id, s.contributor))
+    return [read_manifest(datanet, m) for m in sorted(inbox.glob(f"*{MANIFEST_SUFFIX}"))]
 
 
 # --- reading a file as text columns ---------------------------------------------------------
@@ -262,7 +330,7 @@ def _read_jsonl(text: str) -> tuple[pl.DataFrame, pl.DataFrame]:
                 {
                     "row_index": index,
                     "message": f"line {index + 1}: {exc}",
-                    "payload": line[:10_000],
+                    "payload": line,  # capped with every payload (`capped_payloads`)
                 }
             )
         index += 1
@@ -420,6 +488,28 @@ def validate_rows(
     return good, bad
 
 
+def _prefix(text: str) -> str:
+    """The longest prefix of `text` of at most PAYLOAD_PREFIX_BYTES bytes of UTF-8 that ends
+    at a character boundary."""
+    return text.encode()[:PAYLOAD_PREFIX_BYTES].decode("utf-8", "ignore")
+
+
+def capped_payloads(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with `payload` cut to its prefix and, beside it, the byte length and the
+    SHA-256 of the whole payload; only the few long payloads are cut in Python."""
+    full = frame["payload"].fill_null("")
+    digests = sha256_binary(pc.cast(full.to_arrow(), pa.large_binary()))
+    hexed = digests.tobytes().hex()
+    lengths = full.str.len_bytes().cast(pl.Int64)
+    long = (lengths > PAYLOAD_PREFIX_BYTES).arg_true()
+    cut = full.scatter(long, [_prefix(full[int(i)]) for i in long]) if len(long) else full
+    return frame.with_columns(
+        cut.alias("payload"),
+        lengths.alias("payload_bytes"),
+        pl.Series("payload_sha256", [hexed[i * 64 : i * 64 + 64] for i in range(len(full))]),
+    )
+
+
 def row_hashes(typed: pl.DataFrame) -> pl.Series:
     """Hex RFC 9162 leaf hash of every row, in one pass over all rows."""
     return pl.Series("row_hash", row_leaf_hashes(typed.to_arrow()))
@@ -468,7 +558,7 @@ def _file_rejection(index: int, sub: Submission, reason: str, message: str) -> p
             "message": [message],
             "payload": [payload],
         },
-        schema={FILE: pl.Int64, "row_index": pl.Int64, **QUARANTINE_ROW_SCHEMA},
+        schema={FILE: pl.Int64, "row_index": pl.Int64, **RAW_QUARANTINE_SCHEMA},
     )
 
 
@@ -487,10 +577,18 @@ def check_signature(
         )
     if not sub.signature:
         return "BAD_SIGNATURE", f"{sub.file_name}: unsigned submission"
+    if sub.manifest_version < MANIFEST_VERSION:
+        return "BAD_SIGNATURE", (
+            f"{sub.file_name}: a version 1 signature covers neither the file name nor the "
+            "submission time and is no longer accepted; submit the file again with "
+            "`openledger contribute`"
+        )
+    message = signing_message(
+        sub.datanet, sub.contributor, sub.batch_id, sub.file_name, sub.claimed_at
+    )
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(key_hex)).verify(
-            bytes.fromhex(sub.signature),
-            signing_message(sub.datanet, sub.contributor, sub.batch_id),
+            bytes.fromhex(sub.signature), message
         )
     except (ValueError, InvalidSignature):
         return "BAD_SIGNATURE", (
@@ -596,6 +694,7 @@ def ingest_datanet(
             "contributor": sub.contributor,
             "batch_id": sub.batch_id,
             "file_name": sub.file_name,
+            "receipt_seq": sub.receipt_seq,
             "received_at": sub.received_at,
             "note": "",
         }
@@ -625,12 +724,14 @@ def ingest_datanet(
     candidates = _with_meta(good.with_columns(row_hashes(good.select(columns))), meta)
     accepted, duplicates = split_duplicates(previous.contributions, candidates)
     rows_out = ["row_index", "reason_code", "message", "payload"]
-    quarantined = _stacked(
-        [
-            *(b.select(FILE, *rows_out) for _, b in checked),
-            *(f.select(FILE, *rows_out) for f in lines),
-            *rejected,
-        ]
+    quarantined = capped_payloads(
+        _stacked(
+            [
+                *(b.select(FILE, *rows_out) for _, b in checked),
+                *(f.select(FILE, *rows_out) for f in lines),
+                *rejected,
+            ]
+        )
     )
     counts = {
         "quarantined": _per_file(quarantined.filter(pl.col("row_index") != WHOLE_FILE)),

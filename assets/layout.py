@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +25,23 @@ from assets.datanets import (
     check_datanet_name,
     parse_spec,
 )
-from assets.ingest import MANIFEST_SUFFIX, file_sha256, read_strict, signing_message
+from assets.ingest import (
+    MANIFEST_SUFFIX,
+    MANIFEST_VERSION,
+    file_sha256,
+    read_strict,
+    signing_message,
+)
 from assets.names import SPECS, spec_names  # noqa: F401  (re-exported)
+from assets.receipts import (
+    Claim,
+    Clock,
+    append_receipts,
+    read_receipts,
+    receipts_lock,
+    utc_now,
+)
+from ledger.lake import Lake
 
 INBOX = "inbox"
 REGISTRY = "registry"
@@ -253,6 +270,193 @@ def signer(key_file: Path, contributor: str) -> Callable[[bytes], str]:
     return lambda message: private.sign(message).hex()
 
 
+def unsigned_warning(
+    root: Path, spec: DatanetSpec, contributor: str, key_file: Path | None
+) -> str | None:
+    """Why a submission by `contributor` would not carry a signature ingestion can check
+    (None: it will): a warning where the Datanet takes unsigned files, SpecError where it
+    requires signatures, so nobody submits a file that is bound to be quarantined."""
+    if key_file is not None and not key_file.is_file():
+        raise SpecError(f"{key_file}: no such key file")  # a named key must exist
+    registered = inside(registry_dir(root, spec.name), f"{check_contributor_id(contributor)}.json")
+    key = key_file or key_path(root, spec.name, contributor)
+    if not registered.is_file():
+        problem = f"{contributor} has no registered key for Datanet {spec.name}"
+        advice = "register it first with `openledger contributor add`"
+    elif not key.is_file():
+        problem = f"no key file to sign with for {contributor} ({key})"
+        advice = "pass --key with the key you registered"
+    else:
+        return None
+    if spec.require_signatures:
+        raise SpecError(f"{problem}, and Datanet {spec.name} requires signatures: {advice}")
+    return f"{problem}; submitting unsigned ({advice} to sign)"
+
+
+def check_regular_file(source: Path) -> None:
+    """Refuse a symbolic link, FIFO, device or folder (SpecError, one line), so a
+    submission can never smuggle another file (`link.csv -> /etc/passwd`) into the inbox."""
+    try:
+        mode = os.lstat(source).st_mode
+    except FileNotFoundError:
+        raise SpecError(f"{source}: no such file") from None
+    if stat.S_ISLNK(mode):
+        raise SpecError(f"{source} is a symbolic link; submit the file it points to instead")
+    if not stat.S_ISREG(mode):
+        raise SpecError(f"{source} is not a regular file (a folder, FIFO or device)")
+
+
+def read_regular_file(source: Path) -> bytes:
+    """The bytes of a regular file (see `check_regular_file`). The file is opened without
+    following links and checked again on the open descriptor, so swapping it for a link
+    after the first check does not work either."""
+    check_regular_file(source)
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise SpecError(f"{source} is not a regular file (a folder, FIFO or device)")
+        return fh.read()
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A file checked, hashed and signed for a Datanet's inbox, not yet received."""
+
+    contributor: str
+    name: str  # its file name in the inbox
+    data: bytes
+    manifest: bytes
+    batch_id: str
+
+    def claim(self) -> Claim:
+        return Claim(
+            self.contributor, self.batch_id, self.name, hashlib.sha256(self.manifest).hexdigest()
+        )
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """Where a file is in the inbox and its receipt; `new` is False when the same
+    contributor's same file had been received before (nothing was written again)."""
+
+    path: Path
+    receipt_seq: int
+    received_at: datetime
+    new: bool
+
+
+def prepare(
+    root: Path,
+    datanet: str,
+    contributor: str,
+    source: Path,
+    key_file: Path | None = None,
+    submitted_at: datetime | None = None,
+    sign: bool = True,
+) -> Outgoing:
+    """A regular file and its manifest (version 2), signed over every manifest field with
+    the contributor's key file when one is given (or exists at the default place) unless
+    `sign` is False. `submitted_at` is the submitter's claim, kept but never used to order."""
+    check_datanet_name(datanet)
+    check_contributor_id(contributor)
+    if sign and key_file is not None and not key_file.is_file():
+        raise SpecError(f"{key_file}: no such key file")  # never fall back to unsigned
+    data = read_regular_file(source)
+    batch_id = hashlib.sha256(data).hexdigest()
+    name = f"{batch_id[:16]}-{contributor}-{safe_file_name(source.name)}"
+    claimed = (submitted_at or datetime.now(UTC)).isoformat()
+    key_file = key_file or key_path(root, datanet, contributor)
+    signature = None
+    if sign and key_file.exists():
+        message = signing_message(datanet, contributor, batch_id, name, claimed)
+        signature = signer(key_file, contributor)(message)
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "contributor": contributor,
+        "file": name,
+        "sha256": batch_id,
+        "signature": signature,
+        "submitted_at": claimed,
+    }
+    text = json.dumps(manifest) + "\n"
+    return Outgoing(contributor, name, data, text.encode("utf-8"), batch_id)
+
+
+def _in_inbox(folder: Path, receipt: dict[str, object]) -> bool:
+    """Whether a receipt's submission is in the inbox as received (manifest unchanged)."""
+    manifest = folder / f"{receipt['file_name']}{MANIFEST_SUFFIX}"
+    try:
+        same = hashlib.sha256(manifest.read_bytes()).hexdigest() == receipt["manifest_sha256"]
+    except OSError:
+        return False
+    return same and (folder / str(receipt["file_name"])).is_file()
+
+
+def deliver(
+    root: Path,
+    datanet: str,
+    outgoing: Sequence[Outgoing],
+    *,
+    clock: Clock = utc_now,
+    run_id: str = "cli",
+    code_version: str = "unknown",
+) -> list[Submitted]:
+    """Receive files into a Datanet's inbox, in the given order: each gets a ledgered
+    receipt (number and time from the lake), then its file and manifest are written, all
+    under the receipts lock. A contributor's file already received and still in the inbox
+    is not received again (the same file twice changes nothing)."""
+    folder = inbox_dir(root, datanet)
+    lake = Lake(root)
+    with receipts_lock(lake):
+        current = read_receipts(lake, datanet)
+        wanted = {(o.contributor, o.batch_id) for o in outgoing}
+        held: dict[tuple[str, str], dict[str, object]] = {}
+        for row in current.iter_rows(named=True):
+            key = (str(row["contributor"]), str(row["batch_id"]))
+            if key in wanted and key not in held and _in_inbox(folder, row):
+                held[key] = row
+        fresh: dict[tuple[str, str], Outgoing] = {}
+        for item in outgoing:
+            key = (item.contributor, item.batch_id)
+            if key not in held and key not in fresh:
+                fresh[key] = item
+        receipts = append_receipts(
+            lake,
+            datanet,
+            current,
+            [o.claim() for o in fresh.values()],
+            received_by="contribute",
+            clock=clock,
+            run_id=run_id,
+            code_version=code_version,
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in fresh.values():  # the data file first: a manifest never names a gap
+            inside(folder, item.name).write_bytes(item.data)
+            inside(folder, item.name + MANIFEST_SUFFIX).write_bytes(item.manifest)
+    new = {
+        (str(r["contributor"]), str(r["batch_id"])): r
+        for r in receipts.tail(len(fresh)).iter_rows(named=True)
+    }
+    return [_submitted(folder, o, new, held) for o in outgoing]
+
+
+def _submitted(
+    folder: Path,
+    item: Outgoing,
+    new: dict[tuple[str, str], dict[str, object]],
+    held: dict[tuple[str, str], dict[str, object]],
+) -> Submitted:
+    key = (item.contributor, item.batch_id)
+    receipt = new.get(key) or held[key]
+    return Submitted(
+        folder / str(receipt["file_name"]),
+        int(receipt["receipt_seq"]),  # type: ignore[call-overload]
+        receipt["received_at"],  # type: ignore[arg-type]
+        key in new,
+    )
+
+
 def submit(
     root: Path,
     datanet: str,
@@ -261,32 +465,9 @@ def submit(
     key_file: Path | None = None,
     submitted_at: datetime | None = None,
     sign: bool = True,
-) -> Path:
-    """Copy a file into the Datanet's inbox with a manifest, signed with the contributor's
-    key file when one is given (or exists at the default place) unless `sign` is False."""
-    check_datanet_name(datanet)
-    check_contributor_id(contributor)
-    if not source.is_file():
-        raise SpecError(f"{source}: no such file")
-    if sign and key_file is not None and not key_file.is_file():
-        raise SpecError(f"{key_file}: no such key file")  # never fall back to unsigned
-    data = source.read_bytes()
-    batch_id = hashlib.sha256(data).hexdigest()
-    name = f"{batch_id[:16]}-{contributor}-{safe_file_name(source.name)}"
-    folder = inbox_dir(root, datanet)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = inside(folder, name)
-    signature = None
-    key_file = key_file or key_path(root, datanet, contributor)
-    if sign and key_file.exists():
-        signature = signer(key_file, contributor)(signing_message(datanet, contributor, batch_id))
-    target.write_bytes(data)
-    manifest = {
-        "contributor": contributor,
-        "file": name,
-        "sha256": batch_id,
-        "signature": signature,
-        "submitted_at": (submitted_at or datetime.now(UTC)).isoformat(),
-    }
-    inside(folder, name + MANIFEST_SUFFIX).write_text(json.dumps(manifest) + "\n", encoding="utf-8")
-    return target
+    clock: Clock = utc_now,
+) -> Submitted:
+    """Copy one file into the Datanet's inbox with a signed manifest and a receipt
+    (`prepare` then `deliver`)."""
+    item = prepare(root, datanet, contributor, source, key_file, submitted_at, sign)
+    return deliver(root, datanet, [item], clock=clock)[0]

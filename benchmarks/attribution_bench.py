@@ -970,9 +970,11 @@ def demo_lake_rows(seed: int, tmp: Path):
     _project_path()
     from assets.datanets import load_spec
     from assets.demo_data import DEMO_DATANETS
-    from assets.ingest import empty_tables, inbox_submissions, ingest_datanet
+    from assets.ingest import empty_tables, ingest_datanet
     from assets.layout import inbox_dir, registrations, spec_path
+    from assets.receipts import receipted_submissions
     from assets.validation import validation_set
+    from ledger.lake import Lake
     from openledger_pipelines.demo import prepare_demo
 
     root = tmp / f"demo_lake_{seed}"
@@ -981,9 +983,8 @@ def demo_lake_rows(seed: int, tmp: Path):
     for name in DEMO_DATANETS:
         spec = load_spec(spec_path(root, name))
         registered = {r.contributor: r.public_key for r in registrations(root, name)[0]}
-        ingested = ingest_datanet(
-            spec, inbox_submissions(inbox_dir(root, name), name), registered, empty_tables(spec)
-        )
+        submissions, _ = receipted_submissions(Lake(root), inbox_dir(root, name), name)
+        ingested = ingest_datanet(spec, submissions, registered, empty_tables(spec))
         validation = validation_set(spec, spec_path(root, name).parent)
         out[name] = (spec, ingested.contributions, validation)
     return out

@@ -5,18 +5,19 @@
 
 The data: a seeded generator writes a Datanet spec (9 float features with ranges, an int
 label with 2 categories, `require_signatures: false`) and 1M contribution rows as CSV files,
-submitted to a temporary lake's inbox with `assets.layout.submit`. 1% of the rows are bad,
-in five kinds taken in turn (NaN, out of range, text in a number, missing value, label not
-a category), and 0.1% are exact copies of earlier good rows (half from the same 10k block,
-half from an earlier one), so they land in `duplicates`. The same rows are laid out as 100
-files (100 contributors x 10k rows) and, for the memory-vs-files check, as 10 and 1000 files
-(submission times follow row order, so the first copy of a row is always the same one).
+submitted to a temporary lake's inbox with `assets.layout.prepare` and `deliver`. 1% of the
+rows are bad, in five kinds taken in turn (NaN, out of range, text in a number, missing
+value, label not a category), and 0.1% are exact copies of earlier good rows (half from
+the same 10k block, half from an earlier one), so they land in `duplicates`. The same rows
+are laid out as 100 files (100 contributors x 10k rows) and, for the memory-vs-files
+check, as 10 and 1000 files (receipts follow row order, so the first copy of a row is
+always the same one).
 
 Variants, each in its own child process (this file with `--worker`):
 
 * full: what the `ingest` Dagster asset does (openledger_pipelines/ingestion.py), without
-  Dagster: read the previous tables (`read_or_empty`), list the inbox
-  (`inbox_submissions`), `ingest_datanet`, then `Lake.write` of contributions (key
+  Dagster: read the previous tables (`read_or_empty`), list the inbox in receipt order
+  (`receipted_submissions`), `ingest_datanet`, then `Lake.write` of contributions (key
   row_hash), quarantine, duplicates and batches (partition datanet), keys from
   `TABLE_KEYS`. The asset's blocking `ledger_matches` checks (`verify_entry_data` of the four
   entries) are timed after the measured step and reported apart.
@@ -168,33 +169,31 @@ def make_rows(rows: int, seed: int, bad_share: float, dup_share: float, block: i
 
 
 def write_inbox(root: Path, frame, n_files: int, log_every: int = 0) -> list[str]:
-    """Split `frame` into n_files CSV files in row order and `submit` each; inbox paths."""
+    """Split `frame` into n_files CSV files in row order, `prepare` each and `deliver` them
+    all in that order (one receipts append, receipt times k seconds apart); inbox paths."""
     from datetime import datetime, timedelta
 
-    from assets.layout import install_spec, submit
+    from assets.layout import deliver, install_spec, prepare
 
     install_spec(root, spec_text())
     per_file = frame.height // n_files
     start = datetime.fromisoformat(SUBMITTED_FROM)
     outbox = root / "outbox"
     outbox.mkdir(parents=True, exist_ok=True)
-    paths = []
+    outgoing = []
     for k in range(n_files):
         source = outbox / f"part-{k:05d}.csv"
         frame.slice(k * per_file, per_file).write_csv(source)
         contributor = f"c{k * CONTRIBUTORS // n_files:03d}"
-        target = submit(
-            root,
-            DATANET,
-            contributor,
-            source,
-            submitted_at=start + timedelta(seconds=k),
-            sign=False,
+        claimed = start + timedelta(seconds=k)
+        outgoing.append(
+            prepare(root, DATANET, contributor, source, submitted_at=claimed, sign=False)
         )
-        paths.append(str(target))
         source.unlink()
         if log_every and (k + 1) % log_every == 0:
-            log(f"  {n_files} files: {k + 1} submitted")
+            log(f"  {n_files} files: {k + 1} prepared")
+    times = iter([start + timedelta(seconds=k) for k in range(n_files)])
+    paths = [str(done.path) for done in deliver(root, DATANET, outgoing, clock=times.__next__)]
     outbox.rmdir()
     return paths
 
@@ -336,10 +335,10 @@ def ingest_like_the_asset(data_root: Path, lake_root: Path):
         TABLE_KEYS,
         IngestResult,
         contributions_schema,
-        inbox_submissions,
         ingest_datanet,
     )
     from assets.layout import inbox_dir, registrations, spec_path
+    from assets.receipts import receipted_submissions
     from ledger.lake import Lake
     from openledger_pipelines.ingestion import contributions_table, read_or_empty
     from openledger_pipelines.version import code_version
@@ -372,7 +371,8 @@ def ingest_like_the_asset(data_root: Path, lake_root: Path):
     found, _ = registrations(data_root, DATANET)
     keys = {r.contributor: r.public_key for r in found}
     lap("spec + previous tables")
-    submissions = inbox_submissions(inbox_dir(data_root, DATANET), DATANET)
+    # the inbox in receipt order, as the asset lists it (the step keeps its old name)
+    submissions, _ = receipted_submissions(Lake(data_root), inbox_dir(data_root, DATANET), DATANET)
     lap("inbox_submissions")
     result = ingest_datanet(spec, submissions, keys, previous)
     lap("ingest_datanet")

@@ -296,7 +296,16 @@ def _check_coverage(lake: Lake, entries: list[LedgerEntry], report: VerifyReport
         covered.setdefault(e.table_uri, set()).update([e.delta_version, *e.superseded_versions()])
     for name in lake.table_names():
         uri = lake.table_uri(name)
-        latest = lake.delta_table(name).version()
+        try:
+            latest = lake.delta_table(name).version()
+        except LakeError:  # an empty _delta_log: a finding, not a crash
+            report.problems.append(
+                Problem(None, f"{uri}: its _delta_log holds no commit (not a Delta table)")
+            )
+            continue
+        except Exception as exc:  # a corrupted log
+            report.problems.append(Problem(None, f"{uri}: unreadable Delta log: {exc}"))
+            continue
         missing = sorted(set(range(latest + 1)) - covered.get(uri, set()))
         live = [v for v in missing if v == latest and _writer_alive(lake, name, v)]
         for version in live:

@@ -24,8 +24,9 @@ from assets.layout import (
     SPECS,
     Registration,
     contributor_public_key,
+    deliver,
     install_spec,
-    submit,
+    prepare,
     write_registration,
 )
 from ledger import checkpoint as ckpt
@@ -36,6 +37,7 @@ from ledger.verify import verify_lake
 from openledger_pipelines.ingestion import contributions_table, read_or_empty
 from openledger_pipelines.runner import persistent_instance, run_datanets, run_epoch
 from openledger_pipelines.statements import (
+    batches_table,
     datanet_summaries,
     payouts_table,
     statement_rows,
@@ -46,6 +48,7 @@ REGISTERED_AT = datetime(2026, 11, 1, tzinfo=UTC)
 # Everything a demo lake holds at its top level.
 LAKE_FOLDERS = {SPECS, INBOX, REGISTRY, KEYS, INFERENCE_LOG, "tables", "ledger", "models"}
 LAKE_FOLDERS |= {"dagster_home", "reports"}
+LOCK_FILES = {"ledger.lock", "receipts.lock"}
 SERVED_AT = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 
 
@@ -57,18 +60,26 @@ def prepare_demo(root: Path, seed: int = 0) -> None:
         for contributor in DEMO_CONTRIBUTORS:
             public = contributor_public_key(root, name, contributor)
             write_registration(root, Registration(name, contributor, public, REGISTERED_AT))
+        files = demo_files(spec, seed)
         with tempfile.TemporaryDirectory() as tmp:
-            for demo in demo_files(spec, seed):
+            outgoing = []
+            for demo in files:
                 source = Path(tmp) / demo.file_name
                 source.write_bytes(demo.content)
-                submit(
-                    root,
-                    name,
-                    demo.contributor,
-                    source,
-                    submitted_at=demo.submitted_at,
-                    sign=demo.signed,
+                outgoing.append(
+                    prepare(
+                        root,
+                        name,
+                        demo.contributor,
+                        source,
+                        submitted_at=demo.submitted_at,
+                        sign=demo.signed,
+                    )
                 )
+        # received in the order they were made, each at its own fixed time: the operator's
+        # clock replayed, so the demo lake is the same bit for bit on every machine
+        replay = iter([demo.submitted_at for demo in files]).__next__
+        deliver(root, name, outgoing, clock=replay, run_id="demo")
 
 
 def summary_table(lake: Lake) -> Table:
@@ -191,7 +202,7 @@ def foreign_content(root: Path) -> list[str]:
     if not root.exists():
         return []
     found: list[str] = []
-    allowed_top = {*LAKE_FOLDERS, "ledger.lock"}
+    allowed_top = {*LAKE_FOLDERS, *LOCK_FILES}
     found += [f"{p.name}" for p in root.iterdir() if p.name not in allowed_top]
     for path in sorted((root / SPECS).glob("*")):
         name = path.name.removesuffix(".yaml")
@@ -301,6 +312,7 @@ def print_summary(lake: Lake, console: Console) -> bool:
         console.print(payouts_table(lake, name, 0))
     for row in statement_rows(lake, "alice", 0, DEMO_DATANETS[0]):
         console.print(statement_table(row))
+        console.print(batches_table(row))
     report_ok = verify_lake(lake)
     console.print(
         f"ledger: {report_ok.entries} entries; verify: "

@@ -36,11 +36,15 @@ def events(store: Lake, datanet: str) -> pl.DataFrame:
     )
 
 
+def registered_keys(store: Lake, datanet: str) -> dict[str, str]:
+    """Every contributor's public key as ledgered in `contributors`."""
+    rows = read_or_empty(store, "contributors", CONTRIBUTORS_SCHEMA, ("datanet", datanet))
+    return dict(zip(rows["contributor"], rows["public_key"], strict=True))
+
+
 def registered_key(store: Lake, datanet: str, contributor: str) -> str | None:
     """The contributor's public key as ledgered in `contributors` (None: not registered)."""
-    rows = read_or_empty(store, "contributors", CONTRIBUTORS_SCHEMA, ("datanet", datanet))
-    match = rows.filter(pl.col("contributor") == contributor)
-    return str(match["public_key"][-1]) if match.height else None
+    return registered_keys(store, datanet).get(contributor)
 
 
 def rewards_paid(store: Lake, datanet: str) -> dict[str, int]:

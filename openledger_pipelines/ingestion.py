@@ -17,11 +17,11 @@ from assets.ingest import (
     TABLE_KEYS,
     IngestResult,
     contributions_schema,
-    inbox_submissions,
     ingest_datanet,
     reconcile,
 )
 from assets.layout import inbox_dir, registrations, spec_path, validation_sha256
+from assets.receipts import receipted_submissions
 from ledger.lake import Lake, LakeError
 from openledger_pipelines.ledgered import (
     ledger_check,
@@ -31,6 +31,7 @@ from openledger_pipelines.ledgered import (
 )
 from openledger_pipelines.partitions import datanet_partitions
 from openledger_pipelines.resources import LakeResource
+from openledger_pipelines.version import code_version
 
 DATANETS_SCHEMA = {
     "datanet": pl.String,
@@ -220,7 +221,19 @@ def ingest(context: dg.AssetExecutionContext, lake: LakeResource):
     )
     found, _ = registrations(lake.root_path(), datanet)
     keys = {r.contributor: r.public_key for r in found}
-    submissions = inbox_submissions(inbox_dir(lake.root_path(), datanet), datanet)
+    submissions, late = receipted_submissions(
+        store,
+        inbox_dir(lake.root_path(), datanet),
+        datanet,
+        run_id=context.run.run_id,
+        code_version=code_version(),
+    )
+    if late:
+        context.log.warning(
+            f"{datanet}: {late} inbox file(s) had no receipt (not placed by `openledger "
+            "contribute`, or their manifest changed since): received now, after every "
+            "receipted file"
+        )
 
     def progress(done: int, total: int, sub) -> None:
         context.log.info(f"{datanet}: ingested {done}/{total}: {sub.file_name} ({sub.contributor})")
@@ -251,6 +264,7 @@ def ingest(context: dg.AssetExecutionContext, lake: LakeResource):
         "quarantined": sum(int(b["quarantined"]) for b in new),  # type: ignore[call-overload]
         "duplicates": sum(int(b["duplicates"]) for b in new),  # type: ignore[call-overload]
         "rejected_files": sum(1 for b in new if b["status"] == "rejected"),
+        "late_receipts": late,
     }
     for name in INGEST_OUTPUTS:
         yield materialization(committed[name], name, summary if name == "batches" else None)

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from assets.names import check_contributor_id, check_datanet_name, epoch_key
 from ledger.lake import Lake
+from ledger.log import LedgerEntry
 from ledger.sql import connect, rows_where
 
 
@@ -89,7 +90,75 @@ def statement_rows(
             row[f"{table}_entry_seq"] = found.seq if found else None
             row[f"{table}_entry_root"] = found.data_root if found else None
         row["flags"] = [f for f in row["flags"].split(",") if f]
+        entry = batches_entry(lake, row["datanet"], row["contributions_seq"])
+        row["batches_entry_seq"] = entry.seq if entry else None
+        row["batches"] = contributor_batches(lake, entry, contributor) if entry else []
     return rows
+
+
+BATCH_FIELDS = (
+    "receipt_seq",
+    "file_name",
+    "batch_id",
+    "received_at",
+    "status",
+    "rows_in",
+    "accepted",
+    "duplicates",
+    "quarantined",
+)
+
+
+def batches_entry(lake: Lake, datanet: str, contributions_seq: int | None) -> LedgerEntry | None:
+    """The `batches` entry ingested with the contributions an epoch used (the same run),
+    else the Datanet's latest `batches` entry before them; None without one."""
+    candidates = lake.ledger.entries_of(lake.table_uri("batches"), datanet)
+    if contributions_seq is None:
+        return candidates[-1] if candidates else None
+    contributions = lake.ledger.entry(contributions_seq)
+    run = contributions.run_id if contributions is not None else None
+    for entry in candidates:
+        if entry.seq > contributions_seq and entry.run_id == run:
+            return entry
+    earlier = [e for e in candidates if e.seq < contributions_seq]
+    return earlier[-1] if earlier else None
+
+
+def contributor_batches(lake: Lake, entry: LedgerEntry, contributor: str) -> list[dict[str, Any]]:
+    """A contributor's batches in the committed `batches` version, in receipt order: the
+    place in the credit order the lake gave each of their files."""
+    table = lake.read("batches", entry.delta_version, ("datanet", str(entry.partition_key)))
+    rows = [r for r in table.to_pylist() if r["contributor"] == contributor]
+    rows.sort(key=lambda r: (r["receipt_seq"] is None, r["receipt_seq"] or 0, r["batch_id"]))
+    return [{k: r.get(k) for k in BATCH_FIELDS} for r in rows]
+
+
+def batches_table(r: dict[str, Any]) -> Table:
+    """A statement's batches: each file with its receipt number (its place in the credit
+    order: the first receipt of a row keeps its credit) and what became of its rows."""
+    grid = Table(
+        "receipt",
+        "file",
+        "received at",
+        "status",
+        "rows in",
+        "accepted",
+        "duplicates",
+        "quarantined",
+        title=(
+            f"batches of {r['contributor']} · {r['datanet']}, in receipt order "
+            f"(ledger seq {r['batches_entry_seq']})"
+        ),
+    )
+    for b in r["batches"]:
+        grid.add_row(
+            f"#{b['receipt_seq']}",
+            str(b["file_name"]),
+            str(b["received_at"])[:26],
+            str(b["status"]),
+            *(str(b[k]) for k in ("rows_in", "accepted", "duplicates", "quarantined")),
+        )
+    return grid
 
 
 def statement_table(r: dict[str, Any]) -> Table:

@@ -270,8 +270,8 @@ def test_10_latest_ledger_entry_per_asset_and_partition(demo_lake: Lake) -> None
     assert {(r["asset_key"], r["table_uri"], r["partition_key"]): r["seq"] for r in rows} == (
         newest(len(entries) - 1)
     )
-    # 16 ledgered tables per demo Datanet, and the 3 tables of its closed epoch 0
-    assert len(rows) == 2 * 16 + 2 * 3
+    # per demo Datanet: its receipts, 16 ledgered tables and the 3 tables of its epoch 0
+    assert len(rows) == 2 * 1 + 2 * 16 + 2 * 3
     for r in rows:
         assert entries[r["seq"]].data_root == r["data_root"]
         assert entries[r["seq"]].row_count == r["row_count"]

@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
+from ledger.lake import Lake
 from openledger_pipelines.automation import inbox_sensor
 from openledger_pipelines.cli import app
 from openledger_pipelines.resources import LakeResource
@@ -21,10 +22,10 @@ from openledger_pipelines.runner import persistent_instance
 
 runner = CliRunner()
 WINE = "contributions_wine"
-# One ledger entry per table the pipeline writes (16) for each demo Datanet, then the
-# inference tables (2) again once the demo's queries are served, then the three tables
-# of each Datanet's closed epoch 0.
-ENTRIES = 2 * 16 + 2 * 2 + 2 * 3
+# For each demo Datanet: one receipts entry (its ten files received in one delivery), one
+# ledger entry per table the pipeline writes (16), then the inference tables (2) again
+# once the demo's queries are served, then the three tables of its closed epoch 0.
+ENTRIES = 2 * 1 + 2 * 16 + 2 * 2 + 2 * 3
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -332,6 +333,34 @@ def test_statement_human_and_unknown_contributor(demo_lake: Path) -> None:
     assert code == 2 and "no statement" in output
     code, output = run("statement", "--lake", str(demo_lake), "--contributor", "../x")
     assert code == 2 and "invalid contributor id" in output
+
+
+def test_statement_lists_each_batch_with_its_receipt(demo_lake: Path) -> None:
+    def statement(who: str) -> dict:
+        args = ["--contributor", who, "--datanet", "wine", "--json"]
+        code, output = run("statement", "--lake", str(demo_lake), *args)
+        assert code == 0, output
+        (row,) = json.loads(output)
+        return row
+
+    bob, erin = statement("bob"), statement("erin")
+    (bob_batch,) = bob["batches"]
+    (erin_batch,) = erin["batches"]  # erin copied bob's rows after him
+    assert erin_batch["receipt_seq"] > bob_batch["receipt_seq"]
+    assert erin_batch["duplicates"] == erin["duplicates"] > 0
+    assert bob_batch["duplicates"] == 0 and bob_batch["accepted"] == bob["rows_ingested"]
+    receipts = run(
+        "sql", "--lake", str(demo_lake), "--json",
+        "select receipt_seq, file_name from receipts where datanet = 'wine'",
+    )[1]  # fmt: skip
+    names = {r["receipt_seq"]: r["file_name"] for r in map(json.loads, receipts.splitlines())}
+    assert names[erin_batch["receipt_seq"]] == erin_batch["file_name"]
+    assert erin["batches_entry_seq"] is not None
+    code, output = run(
+        "statement", "--lake", str(demo_lake), "--contributor", "erin", "--datanet", "wine"
+    )
+    assert code == 0 and "in receipt order" in output
+    assert f"#{erin_batch['receipt_seq']}" in output and erin_batch["file_name"] in output
 
 
 def test_recompute_and_report(demo_lake: Path, tmp_path: Path) -> None:
@@ -668,7 +697,6 @@ def test_datanet_create_refuses_a_malformed_validation_file_in_one_line(
 
 def test_a_published_validation_file_is_trained_against_and_versioned(tmp_path: Path) -> None:
     from assets.ingest import file_sha256
-    from ledger.lake import Lake
     from openledger_pipelines.pending import pending_work
     from openledger_pipelines.runner import persistent_instance, run_datanets
 
@@ -698,12 +726,12 @@ def test_a_published_validation_file_is_trained_against_and_versioned(tmp_path: 
     versions = query("select spec_version, validation_sha256 from datanets order by 1")
     assert versions == [{"spec_version": 1, "validation_sha256": file_sha256(copy)}]
 
-    assert not any("spec" in r for r in pending_work(Lake(lake), "heldout").reasons)
+    assert not pending_work(Lake(lake), "heldout")  # the run recorded everything
     held_out.write_text(HELD_OUT + "4.5,1\n")  # a changed validation file: a new version
     code, output = run("datanet", "create", str(spec), "--lake", str(lake))
     assert code == 0 and "heldout: published" in output, output
-    reasons = pending_work(Lake(lake), "heldout").reasons  # the sensor requests a run
-    assert any(r.startswith("spec ") and "not recorded yet" in r for r in reasons), reasons
+    changed = pending_work(Lake(lake), "heldout").reasons  # the sensor requests a run
+    assert any("not recorded yet" in reason for reason in changed), changed
     assert run("datanet", "create", str(spec), "--lake", str(lake))[1].startswith(
         "heldout: unchanged"
     )
@@ -728,3 +756,117 @@ def test_two_datanets_keep_their_own_validation_files(tmp_path: Path) -> None:
     assert first == HELD_OUT and second == HELD_OUT + "9.5,1\n"
     code, output = run("datanet", "list", "--lake", str(lake))
     assert code == 0 and "first" in output and "second" in output
+
+
+# --- what a contributor may hand the lake (issue 14) --------------------------------------
+
+
+def published_lake(tmp_path: Path, require_signatures: bool = False) -> Path:
+    """A lake with one small Datanet `heldout` published through the CLI."""
+    spec = write_spec(tmp_path / "spec")
+    if require_signatures:
+        spec.write_text(
+            spec.read_text().replace("require_signatures: false", "require_signatures: true")
+        )
+    (tmp_path / "spec" / "validation.csv").write_text(HELD_OUT)
+    lake = tmp_path / "lake"
+    assert run("datanet", "create", str(spec), "--lake", str(lake))[0] == 0
+    return lake
+
+
+def test_contribute_refuses_a_symlink_in_one_line_and_submits_nothing(tmp_path: Path) -> None:
+    lake = published_lake(tmp_path)
+    good = tmp_path / "good.csv"
+    good.write_text(HELD_OUT)
+    link = tmp_path / "link.csv"
+    link.symlink_to("/etc/passwd")
+    code, output = run(
+        "contribute", "--lake", str(lake), "--datanet", "heldout", "--contributor", "ann",
+        str(good), str(link),
+    )  # fmt: skip
+    assert code == 2
+    assert "symbolic link" in error_line(output) and str(link) in error_line(output)
+    assert not (lake / "inbox").exists()  # not even the good file before it
+
+
+def contribute(lake: Path, contributor: str, *files: Path) -> Result:
+    """`openledger contribute` to `heldout`; the result keeps stderr apart."""
+    return runner.invoke(
+        app,
+        [
+            "contribute", "--lake", str(lake), "--datanet", "heldout",
+            "--contributor", contributor, *(str(f) for f in files),
+        ],
+    )  # fmt: skip
+
+
+def inbox_files(lake: Path) -> list[str]:
+    folder = lake / "inbox" / "heldout"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_contribute_without_a_registered_key_warns(tmp_path: Path) -> None:
+    lake = published_lake(tmp_path)
+    rows = tmp_path / "rows.csv"
+    rows.write_text(HELD_OUT)
+    result = contribute(lake, "ann", rows)
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr and "ann has no registered key" in result.stderr
+    assert "unsigned" in result.stderr
+    assert len(inbox_files(lake)) == 2  # accepted: this Datanet takes unsigned files
+
+
+def test_contribute_unsigned_is_refused_where_signatures_are_required(tmp_path: Path) -> None:
+    lake = published_lake(tmp_path, require_signatures=True)
+    rows = tmp_path / "rows.csv"
+    rows.write_text(HELD_OUT)
+    result = contribute(lake, "ann", rows)
+    assert result.exit_code == 2 and "ann has no registered key" in error_line(result.output)
+    assert "requires signatures" in error_line(result.output)
+    # registered with a key the lake does not hold, and no --key: nothing to sign with
+    public = "11" * 32
+    code, _ = run(
+        "contributor", "add", "--lake", str(lake), "--datanet", "heldout",
+        "--contributor", "bob", "--public-key", public,
+    )  # fmt: skip
+    assert code == 0
+    result = contribute(lake, "bob", rows)
+    assert result.exit_code == 2 and "no key file to sign with" in error_line(result.output)
+    assert inbox_files(lake) == []
+    code, _ = run(
+        "contributor", "add", "--lake", str(lake), "--datanet", "heldout", "--contributor", "cara"
+    )
+    assert code == 0
+    result = contribute(lake, "cara", rows)
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.output
+    assert len(inbox_files(lake)) == 2
+
+
+def test_verify_reports_a_table_with_an_empty_delta_log(tmp_path: Path) -> None:
+    lake = published_lake(tmp_path)
+    (lake / "tables" / "broken" / "_delta_log").mkdir(parents=True)
+    code, output = run("verify", "--lake", str(lake))
+    assert code == 1, output
+    assert "FAILED" in output and "tables/broken" in output
+
+
+def test_proposals_signed_by_unregistered_keys_are_refused(lake_copy: Path, tmp_path: Path) -> None:
+    from assets.layout import new_contributor_key
+
+    lake = str(lake_copy)
+
+    def propose(contributor: str, key: Path) -> tuple[int, str]:
+        return run(
+            "propose", "--lake", lake, "--datanet", "wine", "--contributor", contributor,
+            "--set", "pool_per_epoch=5000", "--key", str(key),
+        )  # fmt: skip
+
+    stranger = tmp_path / "dora.key"  # dora has a key but never registered it
+    new_contributor_key(lake_copy, "wine", "dora", key_file=stranger)
+    code, output = propose("dora", stranger)
+    assert code == 2 and "dora is not a registered contributor" in error_line(output)
+    other = tmp_path / "alice-other.key"  # alice, but not the key she registered
+    new_contributor_key(lake_copy, "wine", "alice", key_file=other)
+    code, output = propose("alice", other)
+    assert code == 2 and "does not match the proposer's key" in error_line(output)
+    assert "governance" not in Lake(lake_copy).table_names()  # nothing recorded

@@ -431,6 +431,7 @@ def test_governance_changes_apply_from_the_next_epoch_and_recompute(lake_copy: P
         policy_in_force,
         record,
         registered_key,
+        registered_keys,
         rewards_paid,
     )
 
@@ -467,7 +468,13 @@ def test_governance_changes_apply_from_the_next_epoch_and_recompute(lake_copy: P
     after = now + timedelta(days=policy.voting_days, seconds=1)
     opened = open_epoch(lake, "wine")
     row, last = record(
-        lake, "wine", lambda current: tally(current, "wine", pid, after, opened), "test", "test"
+        lake,
+        "wine",
+        lambda current: tally(
+            current, "wine", pid, after, opened, keys=registered_keys(lake, "wine")
+        ),
+        "test",
+        "test",
     )
     assert row["event"] == "enacted" and row["effective_epoch"] == 2
     assert len(events(lake, "wine")) == len(weights) + 2

@@ -185,7 +185,7 @@ def test_refused_votes() -> None:
 def test_tally_before_the_deadline_is_refused() -> None:
     events, pid = proposed()
     with pytest.raises(GovernanceError, match="voting is open"):
-        tally(events, "wine", pid, T0 + timedelta(days=1), open_epoch=1)
+        tally(events, "wine", pid, T0 + timedelta(days=1), open_epoch=1, keys=PUBLIC)
 
 
 AFTER = T0 + timedelta(days=3)
@@ -205,7 +205,7 @@ def test_tally_outcomes(votes, event, reason) -> None:  # type: ignore[no-untype
     events, pid = proposed()
     for who, choice in votes:
         events = voted(events, pid, who, choice)
-    row = tally(events, "wine", pid, AFTER, open_epoch=4)
+    row = tally(events, "wine", pid, AFTER, open_epoch=4, keys=PUBLIC)
     assert row["event"] == event
     if event == "enacted":
         assert row["effective_epoch"] == 5  # the epoch after the open one
@@ -213,7 +213,7 @@ def test_tally_outcomes(votes, event, reason) -> None:  # type: ignore[no-untype
         assert row["effective_epoch"] is None and reason in row["payload"]
     events = with_event(events, row)
     with pytest.raises(GovernanceError, match="already been tallied"):
-        tally(events, "wine", pid, AFTER, open_epoch=4)
+        tally(events, "wine", pid, AFTER, open_epoch=4, keys=PUBLIC)
     with pytest.raises(GovernanceError, match="voting is closed"):
         voted(events, pid, "carol", "yes")
 
@@ -221,7 +221,7 @@ def test_tally_outcomes(votes, event, reason) -> None:  # type: ignore[no-untype
 def test_an_enacted_change_applies_from_its_epoch_only() -> None:
     events, pid = proposed({"pool_per_epoch": 5000, "z": 2.0})
     events = voted(events, pid, "alice", "yes")
-    events = with_event(events, tally(events, "wine", pid, AFTER, open_epoch=1))
+    events = with_event(events, tally(events, "wine", pid, AFTER, open_epoch=1, keys=PUBLIC))
     assert policy_for_epoch(POLICY, events, 1) == POLICY
     changed = policy_for_epoch(POLICY, events, 2)
     assert changed.pool_per_epoch == 5000 and changed.z == 2.0
@@ -231,7 +231,7 @@ def test_an_enacted_change_applies_from_its_epoch_only() -> None:
 
 def test_failed_proposals_change_nothing() -> None:
     events, pid = proposed()
-    events = with_event(events, tally(events, "wine", pid, AFTER, open_epoch=0))
+    events = with_event(events, tally(events, "wine", pid, AFTER, open_epoch=0, keys=PUBLIC))
     assert policy_for_epoch(POLICY, events, 10) == POLICY
 
 
@@ -244,3 +244,93 @@ def test_voting_weights_are_contributor_payouts() -> None:
         }
     )
     assert voting_weights(rewards) == {"alice": 12}
+
+
+# --- attacks on signatures: forged, replayed, unregistered (issue 14) ----------------------
+
+
+def second_proposal(events: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+    """A second open proposal (by bob) after those in `events`."""
+    proposal = Proposal("wine", "bob", {"z": 2.0}, "wider error bars", T0)
+    pid = proposal.proposal_id()
+    row = propose(
+        events, proposal, sign("bob", proposal_message("wine", pid)), PUBLIC["bob"], WEIGHTS, POLICY
+    )
+    return with_event(events, row), pid
+
+
+def test_a_vote_replayed_on_another_proposal_is_refused() -> None:
+    events, first = proposed()
+    events, second = second_proposal(events)
+    ballot = sign("carol", vote_message("wine", first, "carol", "yes"))
+    events = with_event(
+        events, vote(events, "wine", first, "carol", "yes", ballot, PUBLIC["carol"], T0)
+    )
+    with pytest.raises(GovernanceError, match="signature does not match the voter's"):
+        vote(events, "wine", second, "carol", "yes", ballot, PUBLIC["carol"], T0)
+
+
+def test_a_proposal_signed_by_an_unregistered_key_is_refused() -> None:
+    proposal = Proposal("wine", "alice", {"z": 2.0}, "", T0)
+    stranger = Ed25519PrivateKey.generate()  # nobody registered this key
+    signature = stranger.sign(proposal_message("wine", proposal.proposal_id())).hex()
+    with pytest.raises(GovernanceError, match="does not match the proposer's key"):
+        propose(empty(), proposal, signature, PUBLIC["alice"], WEIGHTS, POLICY)
+
+
+def injected(events: pl.DataFrame, **fields: object) -> pl.DataFrame:
+    """`events` plus a row written straight into the table, past `propose` and `vote`:
+    what anyone with write access to the lake could commit."""
+    row = dict.fromkeys(GOVERNANCE_SCHEMA)
+    row.update(datanet="wine", event_index=events.height, weight=0, payload="{}", at=T0)
+    row.update(fields)
+    return with_event(events, row)
+
+
+def test_the_tally_refuses_events_whose_signatures_do_not_verify() -> None:
+    events, pid = proposed()
+    events, other = second_proposal(events)
+    replayed = sign("alice", vote_message("wine", other, "alice", "yes"))
+    stranger = Ed25519PrivateKey.generate()
+    forged = stranger.sign(vote_message("wine", pid, "alice", "yes")).hex()
+    does_not_match = "signature does not match alice's registered key"
+    cases = [
+        (  # signed by a key nobody registered
+            injected(
+                events, proposal_id=pid, event="vote", actor="alice", choice="yes",
+                weight=600, signature=forged,
+            ),
+            does_not_match,
+        ),
+        (  # alice's genuine vote on the other proposal, copied onto this one
+            injected(
+                events, proposal_id=pid, event="vote", actor="alice", choice="yes",
+                weight=600, signature=replayed,
+            ),
+            does_not_match,
+        ),
+        (
+            injected(
+                events, proposal_id=pid, event="vote", actor="dora", choice="yes",
+                weight=600, signature=forged,
+            ),
+            "dora is not a registered contributor",
+        ),
+    ]  # fmt: skip
+    for history, message in cases:
+        with pytest.raises(GovernanceError, match=rf"governance event 2 \(vote by .*{message}"):
+            tally(history, "wine", pid, AFTER, open_epoch=0, keys=PUBLIC)
+    unsigned_proposal = events.with_columns(
+        pl.when(pl.col("proposal_id") == pid).then(None).otherwise(pl.col("signature"))
+        .alias("signature")
+    )  # fmt: skip
+    with pytest.raises(GovernanceError, match=r"governance event 0 \(proposal by alice\)"):
+        tally(unsigned_proposal, "wine", pid, AFTER, open_epoch=0, keys=PUBLIC)
+    edited = events.with_columns(
+        pl.when(pl.col("proposal_id") == pid)
+        .then(pl.lit('{"changes":{"pool_per_epoch":1}}'))
+        .otherwise(pl.col("payload"))
+        .alias("payload")
+    )
+    with pytest.raises(GovernanceError, match="proposal id is not the hash of its content"):
+        tally(edited, "wine", pid, AFTER, open_epoch=0, keys=PUBLIC)

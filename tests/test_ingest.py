@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from hypothesis_budget import examples
 
 from assets.datanets import SpecError, check_contributor_id, check_datanet_name, parse_spec
 from assets.ingest import (
+    PAYLOAD_PREFIX_BYTES,
     Submission,
     empty_tables,
     file_sha256,
@@ -218,7 +221,7 @@ def test_signatures_are_required_and_checked(tmp_path: Path) -> None:
     submit(root, "toy", "ann", source, submitted_at=datetime(2026, 1, 2, tzinfo=UTC), sign=False)
     source.write_text(HEADER + "3,2,red,c,true,1\n")
     forged = submit(root, "toy", "mallory", source, submitted_at=datetime(2026, 1, 3, tzinfo=UTC))
-    manifest = forged.with_name(forged.name + ".manifest.json")
+    manifest = forged.path.with_name(forged.path.name + ".manifest.json")
     doc = json.loads(manifest.read_text())
     doc["contributor"] = "ann"  # claim ann's name with mallory's signature
     manifest.write_text(json.dumps(doc))
@@ -316,3 +319,75 @@ def test_nothing_is_lost(tmp_path: Path, rows: list[tuple]) -> None:
             ]
         )
         assert indices == list(range(len(rows)))
+
+
+# --- contribute reads only regular files (no symlinks, FIFOs, devices, folders) -------------
+
+
+def toy_lake(tmp_path: Path) -> Path:
+    root = tmp_path / "lake"
+    (root / "specs").mkdir(parents=True)
+    (root / "specs" / "toy.yaml").write_text(SPEC)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+def test_submit_refuses_anything_but_a_regular_file(tmp_path: Path, kind: str) -> None:
+    root = toy_lake(tmp_path)
+    target = tmp_path / "secret.csv"
+    target.write_text(HEADER + GOOD)
+    path = tmp_path / "rows.csv"
+    if kind == "symlink":
+        path.symlink_to(target)
+    elif kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would block without a writer
+    else:
+        path.mkdir()
+    expected = "symbolic link" if kind == "symlink" else "not a regular file"
+    with pytest.raises(SpecError, match=expected):
+        submit(root, "toy", "ann", path, sign=False)
+    inbox = inbox_dir(root, "toy")
+    assert not inbox.exists() or list(inbox.iterdir()) == []  # nothing copied
+
+
+# --- quarantine keeps a bounded payload: a prefix, the full length and its SHA-256 ----------
+
+
+def test_a_huge_rejected_field_is_stored_capped_with_length_and_hash(tmp_path: Path) -> None:
+    huge = "z" * 3_000_000 + "é"  # a few MB in a column of at most 20 characters
+    result = ingest_one(
+        tmp_path, "f.csv", HEADER + GOOD + f"1,2,red,{huge},true,0\n", max_file_bytes=10**7
+    )
+    row = result.quarantine.row(0, named=True)
+    assert row["reason_code"] == "FIELD_TOO_LARGE"
+    full = json.dumps(
+        {"x": "1", "n": "2", "color": "red", "note": huge, "flag": "true", "y": "0"},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+    stored = row["payload"].encode()
+    assert len(stored) <= PAYLOAD_PREFIX_BYTES and full.startswith(stored)
+    assert len(stored) > PAYLOAD_PREFIX_BYTES - 4  # cut at a character, not far short
+    assert row["payload_bytes"] == len(full)
+    assert row["payload_sha256"] == hashlib.sha256(full).hexdigest()
+
+
+def test_a_huge_bad_json_line_is_stored_capped_with_length_and_hash(tmp_path: Path) -> None:
+    good = '{"x": 1, "n": 1, "color": "red", "flag": true, "y": 0}'
+    line = '{"x": 1, "note": "' + "q" * 2_000_000  # never closed: not JSON
+    result = ingest_one(tmp_path, "a.jsonl", f"{good}\n{line}\n", max_file_bytes=10**7)
+    row = result.quarantine.row(0, named=True)
+    assert row["reason_code"] == "PARSE_ERROR" and row["row_index"] == 1
+    assert row["payload"] == line[:PAYLOAD_PREFIX_BYTES]
+    assert row["payload_bytes"] == len(line.encode())
+    assert row["payload_sha256"] == hashlib.sha256(line.encode()).hexdigest()
+
+
+def test_small_payloads_are_kept_whole_with_their_length_and_hash(tmp_path: Path) -> None:
+    result = ingest_one(tmp_path, "f.csv", HEADER + "abc,2,red,a,true,0\n")
+    rejected = ingest_one(tmp_path, "empty.csv", b"")
+    for row in (result.quarantine.row(0, named=True), rejected.quarantine.row(0, named=True)):
+        full = row["payload"].encode()
+        assert json.loads(full)  # whole, still JSON
+        assert row["payload_bytes"] == len(full)
+        assert row["payload_sha256"] == hashlib.sha256(full).hexdigest()

@@ -63,6 +63,7 @@ USER_ERROR_TYPES = (
     ("assets.names", "SpecError"),
     ("ledger.lake", "LakeError"),
     ("ledger.log", "LedgerError"),
+    ("assets.receipts", "ReceiptError"),
     ("ledger.checkpoint", "CheckpointError"),
     ("ledger.encoding", "UnsupportedTypeError"),
     ("duckdb", "Error"),

@@ -179,7 +179,7 @@ def tally(
     from assets.governance import tally as count_votes
     from assets.names import check_datanet_name
     from assets.recompute import open_epoch
-    from openledger_pipelines.governance import events
+    from openledger_pipelines.governance import events, registered_keys
 
     store = open_lake(lake)
     check_datanet_name(datanet)
@@ -211,7 +211,12 @@ def tally(
         store,
         datanet,
         lambda current: count_votes(
-            current, datanet, proposal_id, datetime.now(UTC), open_epoch(store, datanet)
+            current,
+            datanet,
+            proposal_id,
+            datetime.now(UTC),
+            open_epoch(store, datanet),
+            keys=registered_keys(store, datanet),
         ),
         describe,
     )

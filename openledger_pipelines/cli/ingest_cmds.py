@@ -172,22 +172,38 @@ def contribute(
         Path | None, typer.Option(metavar="FILE", help="Your key file (default: the lake's).")
     ] = None,
 ) -> None:
-    """Submit files to a Datanet's inbox, signed with your key; `openledger run` ingests them."""
-    from assets.layout import spec_names, submit
-    from assets.names import SpecError, check_datanet_name
+    """Submit files to a Datanet's inbox, signed with your key; each gets a ledgered receipt
+    (its place in the credit order) and `openledger run` ingests them."""
+    from assets.datanets import SpecError, check_contributor_id, check_datanet_name, load_spec
+    from assets.layout import (
+        check_regular_file,
+        deliver,
+        prepare,
+        spec_names,
+        spec_path,
+        unsigned_warning,
+    )
+    from openledger_pipelines.version import code_version
 
     root = lake_root(lake)
     check_datanet_name(datanet)
+    check_contributor_id(contributor)
     if datanet not in spec_names(root):
         raise SpecError(f"no Datanet {datanet!r}")
-    for file in files:
-        if not file.exists():
-            raise SpecError(f"no such file: {file}")
-        if not file.is_file():
-            raise SpecError(f"{file} is not a regular file")
-    for file in files:
-        target = submit(root, datanet, contributor, file, key_file=key)
-        out.print(f"submitted {file} as {target.name}", highlight=False)
+    for file in files:  # the plainest problem first: a missing or irregular file
+        check_regular_file(file)
+    warning = unsigned_warning(root, load_spec(spec_path(root, datanet)), contributor, key)
+    outgoing = [prepare(root, datanet, contributor, f, key_file=key) for f in files]
+    if warning:  # every file is read: the command will submit them
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    received = deliver(root, datanet, outgoing, code_version=code_version())
+    for file, done in zip(files, received, strict=True):
+        what = "submitted" if done.new else "already received"
+        out.print(
+            f"{what} {file} as {done.path.name}: receipt {done.receipt_seq} at "
+            f"{done.received_at.isoformat()}",
+            highlight=False,
+        )
 
 
 @friendly_errors

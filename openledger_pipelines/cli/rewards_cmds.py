@@ -138,7 +138,7 @@ def statement(
 ) -> None:
     """What a contributor earned and why, per Datanet and epoch, with the ledger entries."""
     from assets.names import SpecError
-    from openledger_pipelines.statements import statement_rows, statement_table
+    from openledger_pipelines.statements import batches_table, statement_rows, statement_table
 
     rows = statement_rows(open_lake(lake), contributor, epoch, datanet)
     if as_json:
@@ -148,6 +148,7 @@ def statement(
         raise SpecError(f"no statement for {contributor!r} (is an epoch closed?)")
     for row in rows:
         out.print(statement_table(row))
+        out.print(batches_table(row))
 
 
 @friendly_errors
