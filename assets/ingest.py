@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,12 +112,6 @@ BATCHES_SCHEMA = {
     "quarantined": pl.Int64,
     "duplicates": pl.Int64,
     "note": pl.String,
-}
-TABLE_KEYS = {
-    "contributions": ["row_hash"],
-    "quarantine": ["contributor", "batch_id", "row_index", "reason_code"],
-    "duplicates": ["contributor", "batch_id", "row_index"],
-    "batches": ["contributor", "batch_id"],
 }
 
 
@@ -248,12 +242,30 @@ def read_manifest(datanet: str, manifest: Path) -> Submission:
     )
 
 
-def inbox_submissions(inbox: Path, datanet: str) -> list[Submission]:
-    """Every manifest in a Datanet's inbox, by manifest name (deterministic). Credit order
-    is not decided here: `assets.receipts.with_receipts` orders them by receipt."""
+def inbox_submissions(
+    inbox: Path, datanet: str, recorded: Collection[tuple[str, str]] = ()
+) -> list[Submission]:
+    """Every manifest in a Datanet's inbox, by manifest name (deterministic), except those
+    whose (contributor, file name) is `recorded` already (ingested: not read or hashed
+    again, so a run costs what is new). Credit order is not decided here:
+    `assets.receipts.with_receipts` orders them by receipt."""
     if not inbox.is_dir():
         return []
-    return [read_manifest(datanet, m) for m in sorted(inbox.glob(f"*{MANIFEST_SUFFIX}"))]
+    subs = []
+    for manifest in sorted(inbox.glob(f"*{MANIFEST_SUFFIX}")):
+        if recorded and _named(manifest) in recorded:
+            continue
+        subs.append(read_manifest(datanet, manifest))
+    return subs
+
+
+def _named(manifest: Path) -> tuple[str, str] | None:
+    """(contributor, file) a manifest names, read without checking or hashing anything."""
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+        return (str(doc["contributor"]), str(doc["file"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 # --- reading a file as text columns ---------------------------------------------------------
@@ -520,7 +532,8 @@ def row_hashes(typed: pl.DataFrame) -> pl.Series:
 
 @dataclass
 class IngestResult:
-    """The full new tables of one Datanet after ingesting its pending submissions."""
+    """Rows of the four ingest tables of one Datanet: what a run adds (or, as the input of
+    `ingest_datanet`, what is known before it)."""
 
     contributions: pl.DataFrame
     quarantine: pl.DataFrame
@@ -673,11 +686,14 @@ def ingest_datanet(
     previous: IngestResult,
     progress: Callable[[int, int, Submission], None] | None = None,
 ) -> IngestResult:
-    """New full tables: `previous` plus every submission not ingested before.
+    """The new rows of each table from every submission not ingested before.
 
-    Files are read one by one (a file may be rejected whole); their rows are then stacked
-    and validated, typed, hashed and split from duplicates all at once, so the per-row work
-    is a few vectorized passes whatever the number of files."""
+    `previous` holds what is known: the accepted rows that came before (only `row_hash`,
+    `contributor` and `batch_id` are used, to credit duplicates to their first submitter)
+    and the batches already ingested; the result holds only what these submissions add,
+    for the log tables to append. Files are read one by one (a file may be rejected whole);
+    their rows are then stacked and validated, typed, hashed and split from duplicates all
+    at once, so the per-row work is a few vectorized passes whatever the number of files."""
     pending = pending_submissions(submissions, previous.batches)
     names = [c.name for c in spec.columns]
     columns = [c.identifier for c in spec.columns]
@@ -746,21 +762,14 @@ def ingest_datanet(
     new_batches = pl.DataFrame(summaries, schema=BATCHES_SCHEMA) if summaries else None
     contributions = contributions_schema(spec)
     return IngestResult(
-        contributions=_concat(
-            previous.contributions, [accepted.select(list(contributions)).cast(contributions)]
-        ),
-        quarantine=_concat(
-            previous.quarantine,
-            [_with_meta(quarantined, meta).select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)],
-        ),
-        duplicates=_concat(previous.duplicates, [duplicates]),
-        batches=_concat(previous.batches, [new_batches] if new_batches is not None else []),
+        contributions=accepted.select(list(contributions)).cast(contributions),
+        quarantine=_with_meta(quarantined, meta)
+        .select(list(QUARANTINE_SCHEMA))
+        .cast(QUARANTINE_SCHEMA),  # type: ignore[arg-type]
+        duplicates=duplicates,
+        batches=new_batches if new_batches is not None else pl.DataFrame(schema=BATCHES_SCHEMA),
         new_batches=summaries,
     )
-
-
-def _concat(base: pl.DataFrame, more: Sequence[pl.DataFrame]) -> pl.DataFrame:
-    return pl.concat([base, *more]) if more else base
 
 
 def reconcile(result: IngestResult) -> list[str]:

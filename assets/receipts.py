@@ -15,15 +15,14 @@ hash, file name, SHA-256 of the manifest) and gets
 Ingestion orders submissions by receipt. A manifest with no matching receipt (a file
 dropped in the inbox by other means, or a manifest edited after its receipt) is received
 when ingestion first sees it, after every receipt already recorded: it can never take a
-place ahead of a submission received before it. The table is only appended to; a Datanet's
-partition is rewritten with one more row per receipt (issue 9 will make it an O(new rows)
-log).
+place ahead of a submission received before it. The table is a log (`Lake.append`): each
+receipt is appended, never rewritten.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +44,6 @@ RECEIPTS_SCHEMA = {
     "received_at": pl.Datetime("us", "UTC"),
     "received_by": pl.String,  # contribute | ingest (found in the inbox without a receipt)
 }
-RECEIPTS_KEY = ["receipt_seq"]
 LOCK_FILE = "receipts.lock"
 TICK = timedelta(microseconds=1)
 
@@ -149,12 +147,11 @@ def append_receipts(
     if not claims:
         return current
     table = appended(current, datanet, claims, received_by, clock)
-    lake.write(
+    lake.append(
         RECEIPTS_TABLE,
-        table,
+        table.slice(current.height),
         asset_key=RECEIPTS_TABLE,
         partition=("datanet", datanet),
-        key=RECEIPTS_KEY,
         run_id=run_id,
         code_version=code_version,
     )
@@ -193,14 +190,15 @@ def receipted_submissions(
     inbox: Path,
     datanet: str,
     *,
+    recorded: Collection[tuple[str, str]] = (),
     run_id: str = "manual",
     code_version: str = "unknown",
     clock: Clock = utc_now,
 ) -> tuple[list[Submission], int]:
-    """(every inbox submission in receipt order, how many were received just now): the
-    manifests without a receipt are received first, after every existing receipt, in
-    manifest name order."""
-    subs = inbox_submissions(inbox, datanet)
+    """(every inbox submission not `recorded` yet, in receipt order; how many were received
+    just now): the manifests without a receipt are received first, after every existing
+    receipt, in manifest name order."""
+    subs = inbox_submissions(inbox, datanet, recorded)
     with receipts_lock(lake):
         current = read_receipts(lake, datanet)
         late = unreceipted(subs, current)

@@ -15,12 +15,11 @@ always the same one).
 
 Variants, each in its own child process (this file with `--worker`):
 
-* full: what the `ingest` Dagster asset does (openledger_pipelines/ingestion.py), without
-  Dagster: read the previous tables (`read_or_empty`), list the inbox in receipt order
-  (`receipted_submissions`), `ingest_datanet`, then `Lake.write` of contributions (key
-  row_hash), quarantine, duplicates and batches (partition datanet), keys from
-  `TABLE_KEYS`. The asset's blocking `ledger_matches` checks (`verify_entry_data` of the four
-  entries) are timed after the measured step and reported apart.
+* full: what the `ingest` Dagster asset does, without Dagster: `ingest_step`
+  (openledger_pipelines/ingestion.py): the inbox in receipt order, `ingest_datanet`, then
+  `Lake.append` of the new rows to contributions, quarantine, duplicates and batches. The
+  asset's blocking `ledger_matches` checks (`verify_entry_data` of the four entries) are
+  timed after the measured step and reported apart.
 * bare: `pl.read_csv` of the same files with the typed schema, the accepted rows kept
   (a boolean mask the generator wrote: no validation logic), one `write_deltalake`.
 * the full variant again on 10 and 1000 files: peak RSS against the number of files.
@@ -326,75 +325,29 @@ def _sources() -> dict[str, str]:
 
 
 def ingest_like_the_asset(data_root: Path, lake_root: Path):
-    """The `ingest` asset's steps without Dagster; (result, committed, step times)."""
+    """The `ingest` asset's step without Dagster (`ingest_step`); (store, result,
+    committed, step times)."""
     from assets.datanets import load_spec
-    from assets.ingest import (
-        BATCHES_SCHEMA,
-        DUPLICATES_SCHEMA,
-        QUARANTINE_SCHEMA,
-        TABLE_KEYS,
-        IngestResult,
-        contributions_schema,
-        ingest_datanet,
-    )
-    from assets.layout import inbox_dir, registrations, spec_path
-    from assets.receipts import receipted_submissions
+    from assets.layout import spec_path
     from ledger.lake import Lake
-    from openledger_pipelines.ingestion import contributions_table, read_or_empty
+    from openledger_pipelines.ingestion import ingest_step
     from openledger_pipelines.version import code_version
 
+    if not lake_root.exists():  # the inbox, receipts and specs: one lake, as in the product
+        shutil.copytree(data_root, lake_root)
+    store = Lake(lake_root)
+    spec = load_spec(spec_path(lake_root, DATANET))
     times: dict[str, dict[str, float]] = {}
     t0, c0, hwm0 = time.perf_counter(), time.process_time(), _status_kb("VmHWM")
-
-    def lap(name: str) -> None:
-        nonlocal t0, c0, hwm0
-        t1, c1, hwm1 = time.perf_counter(), time.process_time(), _status_kb("VmHWM")
-        times[name] = {
-            "seconds": t1 - t0,
-            "cpu_seconds": c1 - c0,
-            "peak_rise_mb": max(0, hwm1 - hwm0) / 1024,
-            "rss_after_mb": _status_kb("VmRSS") / 1024,
-        }
-        t0, c0, hwm0 = t1, c1, hwm1
-
-    spec = load_spec(spec_path(data_root, DATANET))
-    store = Lake(lake_root)
-    part = ("datanet", DATANET)
-    previous = IngestResult(
-        contributions=read_or_empty(
-            store, contributions_table(DATANET), contributions_schema(spec)
-        ),
-        quarantine=read_or_empty(store, "quarantine", QUARANTINE_SCHEMA, part),
-        duplicates=read_or_empty(store, "duplicates", DUPLICATES_SCHEMA, part),
-        batches=read_or_empty(store, "batches", BATCHES_SCHEMA, part),
-    )
-    found, _ = registrations(data_root, DATANET)
-    keys = {r.contributor: r.public_key for r in found}
-    lap("spec + previous tables")
-    # the inbox in receipt order, as the asset lists it (the step keeps its old name)
-    submissions, _ = receipted_submissions(Lake(data_root), inbox_dir(data_root, DATANET), DATANET)
-    lap("inbox_submissions")
-    result = ingest_datanet(spec, submissions, keys, previous)
-    lap("ingest_datanet")
-    tables = {
-        "contributions": (contributions_table(DATANET), result.contributions, None),
-        "quarantine": ("quarantine", result.quarantine, "datanet"),
-        "duplicates": ("duplicates", result.duplicates, "datanet"),
-        "batches": ("batches", result.batches, "datanet"),
+    step = ingest_step(store, spec, run_id="ingest-bench", code=code_version())
+    t1, c1, hwm1 = time.perf_counter(), time.process_time(), _status_kb("VmHWM")
+    times["ingest_step"] = {
+        "seconds": t1 - t0,
+        "cpu_seconds": c1 - c0,
+        "peak_rise_mb": max(0, hwm1 - hwm0) / 1024,
+        "rss_after_mb": _status_kb("VmRSS") / 1024,
     }
-    committed = {}
-    for name, (table, frame, partition_column) in tables.items():
-        committed[name] = store.write(
-            table,
-            frame,
-            asset_key=name,
-            partition=(partition_column, DATANET) if partition_column else None,
-            key=TABLE_KEYS[name],
-            run_id="ingest-bench",
-            code_version=code_version(),
-        )
-    lap("Lake.write x4")
-    return store, result, committed, times
+    return store, step.result, step.committed, times
 
 
 def ledger_checks(store, committed: dict) -> list[str]:
@@ -408,6 +361,7 @@ def ledger_checks(store, committed: dict) -> list[str]:
 
 def run_full(data: Path, n_files: int, checks: bool) -> dict:
     import assets.ingest as ingest_mod
+    import ledger.commitment as commitment_mod
     import ledger.lake as lake_mod
     import ledger.log as log_mod
     from assets.ingest import reconcile
@@ -423,10 +377,10 @@ def run_full(data: Path, n_files: int, checks: bool) -> dict:
         clock.wrap(ingest_mod, "read_text_columns", "read CSV as text (read_text_columns)")
         clock.wrap(ingest_mod, "validate_rows", "validate + type (validate_rows)")
         clock.wrap(ingest_mod, "row_hashes", "row hashes (row_hashes)")
-        clock.wrap(lake_mod.Lake, "write", "Lake.write total")
+        clock.wrap(lake_mod.Lake, "append", "Lake.append total")
         clock.wrap(lake_mod, "write_deltalake", "Delta write (write_deltalake)")
-        clock.wrap(lake_mod.Lake, "read", "Delta read-back (Lake.read)")
-        clock.wrap(lake_mod, "commit_table", "commit_table")
+        clock.wrap(lake_mod.Lake, "read", "Delta reads (Lake.read)")
+        clock.wrap(commitment_mod, "leaf_hash_matrix", "leaf hashes of new rows")
         clock.wrap(log_mod.Ledger, "append", "ledger append (Ledger.append)")
         info["loadavg_1min_at_start"] = os.getloadavg()[0]
         mem = PeakMemory()

@@ -164,12 +164,14 @@ class Lake:
         version: int | None = None,
         partition: tuple[str, str] | None = None,
         where: pc.Expression | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pa.Table:
-        """Rows of a table (optionally one partition, and rows matching `where`) at a Delta
-        version (default latest); the files' statistics skip files `where` excludes."""
+        """Rows of a table (optionally one partition, rows matching `where`, only
+        `columns`) at a Delta version (default latest); the files' statistics skip files
+        `where` excludes."""
         dt = self.delta_table(name, version)
         dataset = dt.to_pyarrow_dataset()
-        column_order = [f.name for f in dt.schema().to_arrow()]
+        column_order = list(columns) if columns else [f.name for f in dt.schema().to_arrow()]
         expression = where
         if partition is not None:
             column, value = partition
@@ -357,6 +359,8 @@ class Lake:
         """Roll back a table's orphan versions (docs/ledger-spec.md §5.3): every partition
         they touched is rewritten with its last ledgered rows, and a `rollback` entry names
         the superseded versions and the runs that wrote them. Call holding the lock."""
+        from ledger.encoding import schema_hash
+
         orphans = self.orphan_versions(name)
         if not orphans:
             return []
@@ -386,9 +390,11 @@ class Lake:
                     partition_key=value,
                     partition_column=column,
                     table_uri=self.table_uri(name),
-                    table_kind=entry.table_kind if entry is not None else SNAPSHOT,
+                    table_kind=entry.table_kind if entry is not None else _kind(restored),
                     delta_version=version,
-                    schema_hash=entry.schema_hash if entry is not None else "",
+                    schema_hash=entry.schema_hash
+                    if entry is not None
+                    else schema_hash(restored.schema),
                     row_key=entry.row_key if entry is not None else "",
                     old_row_count=entry.row_count if entry is not None else 0,
                     row_count=entry.row_count if entry is not None else 0,
@@ -451,6 +457,11 @@ def _checked(name: str, table: pa.Table, partition: tuple[str, str] | None) -> p
     return table
 
 
+def _kind(table: pa.Table) -> str:
+    """A table's kind from its columns: a log's rows carry the lake's `seq`."""
+    return LOG if SEQ in table.column_names else SNAPSHOT
+
+
 def _files(dt: DeltaTable, column: str) -> dict[str, object]:
     actions = pa.table(dt.get_add_actions(flatten=True))
     return dict(
@@ -483,18 +494,21 @@ def committed_from_entry(entry: LedgerEntry) -> Committed:
 
 def commit_point(label: str) -> None:
     """A point where the write path has committed something (a Delta version, a ledger
-    entry). With $OPENLEDGER_CRASH_AT=N the process kills itself (SIGKILL) at the N-th
-    point; $OPENLEDGER_COMMIT_POINTS names a file each point's label is appended to.
-    The crash tests (tests/test_crash.py) use both; nothing else sets them."""
+    entry). For the crash tests (tests/test_crash.py) only, three variables act on it:
+    $OPENLEDGER_COMMIT_POINTS names a file each point's label is appended to;
+    $OPENLEDGER_CRASH_AT=N kills the process (SIGKILL) at the N-th point;
+    $OPENLEDGER_PAUSE_AT=N stops it there (holding the ledger lock), after creating the
+    file $OPENLEDGER_PAUSED_FILE."""
     log = os.environ.get("OPENLEDGER_COMMIT_POINTS")
     if log:
         with open(log, "a", encoding="utf-8") as fh:
             fh.write(label + "\n")
-    crash_at = os.environ.get("OPENLEDGER_CRASH_AT")
-    if crash_at:
-        _POINTS[0] += 1
-        if _POINTS[0] == int(crash_at):
-            os.kill(os.getpid(), signal.SIGKILL)
+    _POINTS[0] += 1
+    if os.environ.get("OPENLEDGER_CRASH_AT") == str(_POINTS[0]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("OPENLEDGER_PAUSE_AT") == str(_POINTS[0]):
+        Path(os.environ["OPENLEDGER_PAUSED_FILE"]).touch()
+        signal.pause()
 
 
 _POINTS = [0]

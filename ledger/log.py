@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
@@ -70,6 +71,12 @@ if tuple(LEDGER_SCHEMA.names[: -len(DERIVED_FIELDS)]) != ENTRY_FIELDS:
     raise ImportError("ledger.log.LEDGER_SCHEMA and ledger.proofcheck.ENTRY_FIELDS disagree")
 ENTRY_SCHEMA = pa.schema([LEDGER_SCHEMA.field(n) for n in ENTRY_FIELDS])
 LOG, SNAPSHOT = "log", "snapshot"
+
+
+class ANY:
+    """`entries_of(table, ANY)`: the entries of every partition of a table."""
+
+
 # Every this many entries the ledger's small files are rewritten into few, clustered by
 # table (a Z-order OPTIMIZE: same rows, no data change), so reading it stays cheap.
 COMPACT_EVERY = 1000
@@ -158,23 +165,38 @@ def _refuse_old_format(dt: DeltaTable) -> None:
 
 
 class Ledger:
-    """The ledger table of one lake."""
+    """The ledger table of one lake.
+
+    Reads go through the Delta log's file list and each file's statistics (min/max `seq`,
+    `table_uri`): only the files that can hold what is asked for are opened, so finding
+    the last entry, or the latest entry of a table, does not read the ledger. The
+    snapshot is loaded once and then brought up to date incrementally."""
 
     def __init__(self, uri: str, lock_path: Path | None, storage_options: dict | None = None):
         self.uri = uri
         self.lock_path = lock_path
         self.storage_options = storage_options
+        self._dt: DeltaTable | None = None
 
     # --- reading ---------------------------------------------------------------
     def delta_table(self, version: int | None = None) -> DeltaTable | None:
+        """The ledger's Delta table at `version`, or its current state (kept and updated
+        incrementally); None before the first entry."""
+        if version is None and self._dt is not None:
+            self._dt.update_incremental()
+            return self._dt
         try:
             dt = DeltaTable(self.uri, version=version, storage_options=self.storage_options)
         except TableNotFoundError:
             return None
         _refuse_old_format(dt)
+        if version is None:
+            self._dt = dt
         return dt
 
     def read_table(self, version: int | None = None) -> pa.Table:
+        """Every entry, from a snapshot loaded afresh (what verification reads)."""
+        self._dt = None
         dt = self.delta_table(version)
         if dt is None:
             return LEDGER_SCHEMA.empty_table()
@@ -184,36 +206,67 @@ class Ledger:
     def entries(self) -> list[LedgerEntry]:
         return entries_from_table(self.read_table())
 
-    def _last_rows(self, dt: DeltaTable, table_uri: str | None, partition: str | None) -> pa.Table:
-        """The entry with the highest `seq` (of one table and partition, if given). Files
-        are pruned by their statistics (the ledger is clustered by table when compacted,
-        see `compact`), so neither case reads the whole ledger."""
-        import pyarrow.compute as pc
+    def _rows(
+        self,
+        may_hold: Callable[[pa.Table], list[bool]],
+        condition: pc.Expression,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """Rows matching `condition`, from the files whose statistics `may_hold` them."""
+        dt = self.delta_table()
+        if dt is None:
+            return LEDGER_SCHEMA.empty_table() if columns is None else pa.table({})
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return LEDGER_SCHEMA.empty_table()
+        keep = may_hold(actions)
+        paths = [
+            f"{self.uri}/{p}" for p, k in zip(actions["path"].to_pylist(), keep, strict=True) if k
+        ]
+        if not paths:
+            return LEDGER_SCHEMA.empty_table() if columns is None else pa.table({})
+        import pyarrow.dataset as ds
 
-        dataset = dt.to_pyarrow_dataset()
-        if table_uri is None:
-            actions = pa.table(dt.get_add_actions(flatten=True))
-            if actions.num_rows == 0:
-                return LEDGER_SCHEMA.empty_table()
-            wanted = pc.field("seq") == pc.max(actions["max.seq"]).as_py()
-        else:
-            wanted = pc.field("table_uri") == table_uri
-            if partition is None:
-                wanted &= pc.field("partition_key").is_null()
-            else:
-                wanted &= pc.field("partition_key") == partition
-            found = dataset.to_table(columns=["seq"], filter=wanted).column("seq")
-            if len(found) == 0:
-                return LEDGER_SCHEMA.empty_table()
-            wanted = pc.field("seq") == pc.max(found).as_py()
-        return dataset.to_table(filter=wanted).select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
+        found = ds.dataset(paths, format="parquet").to_table(columns=columns, filter=condition)
+        if columns is not None:
+            return found
+        return found.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
+
+    @staticmethod
+    def _may_hold_seq(low: int, high: int) -> Callable[[pa.Table], list[bool]]:
+        def test(actions: pa.Table) -> list[bool]:
+            lows, highs = actions["min.seq"].to_pylist(), actions["max.seq"].to_pylist()
+            return [
+                lo is None or hi is None or (lo <= high and hi >= low)
+                for lo, hi in zip(lows, highs, strict=True)
+            ]
+
+        return test
+
+    @staticmethod
+    def _may_hold_table(table_uri: str) -> Callable[[pa.Table], list[bool]]:
+        def test(actions: pa.Table) -> list[bool]:
+            names = actions.column_names
+            if "min.table_uri" not in names or "max.table_uri" not in names:
+                return [True] * actions.num_rows
+            lows, highs = actions["min.table_uri"].to_pylist(), actions["max.table_uri"].to_pylist()
+            return [
+                lo is None or hi is None or lo <= table_uri <= hi
+                for lo, hi in zip(lows, highs, strict=True)
+            ]
+
+        return test
 
     def head(self) -> LedgerEntry | None:
-        """The last entry (highest seq), read from one data file."""
+        """The last entry (highest seq), read from the one file that holds it."""
         dt = self.delta_table()
         if dt is None:
             return None
-        rows = entries_from_table(self._last_rows(dt, None, None))
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return None
+        top = pc.max(actions["max.seq"]).as_py()
+        rows = entries_from_table(self._rows(self._may_hold_seq(top, top), pc.field("seq") == top))
         if len(rows) > 1:
             raise LedgerError(
                 f"ledger sequence is not contiguous: {len(rows)} entries claim seq "
@@ -221,71 +274,42 @@ class Ledger:
             )
         return rows[-1] if rows else None
 
-    def latest(self, table_uri: str, partition_key: str | None) -> LedgerEntry | None:
-        """The latest entry committing `table_uri` (partition `partition_key`), or None."""
-        dt = self.delta_table()
-        if dt is None:
-            return None
-        rows = entries_from_table(self._last_rows(dt, table_uri, partition_key))
-        return rows[-1] if rows else None
-
-    def _where(self, condition: object) -> list[LedgerEntry]:
-        """Entries matching a pyarrow filter; file statistics skip the files it excludes."""
-        dt = self.delta_table()
-        if dt is None:
-            return []
-        rows = dt.to_pyarrow_dataset().to_table(filter=condition)
-        return entries_from_table(rows.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA))
-
     def entry(self, seq: int) -> LedgerEntry | None:
         """The entry with sequence number `seq` (None: no such entry)."""
-        import pyarrow.compute as pc
-
-        found = self._where(pc.field("seq") == seq)
+        found = entries_from_table(self._rows(self._may_hold_seq(seq, seq), pc.field("seq") == seq))
         if len(found) > 1:
             raise LedgerError(f"{len(found)} entries claim seq {seq}; run `openledger verify`")
         return found[0] if found else None
 
-    def entries_of(self, table_uri: str, partition_key: str | None = None) -> list[LedgerEntry]:
-        """The entries of one table (one partition, if given), in order."""
-        import pyarrow.compute as pc
-
+    def entries_of(
+        self, table_uri: str, partition_key: str | type[ANY] | None = ANY
+    ) -> list[LedgerEntry]:
+        """The entries of one table (of one partition, if given; None: unpartitioned)."""
         condition = pc.field("table_uri") == table_uri
-        if partition_key is not None:
+        if partition_key is None:
+            condition &= pc.field("partition_key").is_null()
+        elif partition_key is not ANY:
             condition &= pc.field("partition_key") == partition_key
-        return self._where(condition)
+        return entries_from_table(self._rows(self._may_hold_table(table_uri), condition))
+
+    def latest(self, table_uri: str, partition_key: str | None) -> LedgerEntry | None:
+        """The latest entry committing `table_uri` (partition `partition_key`), or None."""
+        found = self.entries_of(table_uri, partition_key)
+        return found[-1] if found else None
 
     def previous(self, entry: LedgerEntry) -> LedgerEntry | None:
         """The entry before `entry` of the same table and partition, or None."""
-        dt = self.delta_table()
-        if dt is None:
-            return None
-        import pyarrow.compute as pc
-
-        same = (pc.field("table_uri") == entry.table_uri) & (pc.field("seq") < entry.seq)
-        if entry.partition_key is None:
-            same &= pc.field("partition_key").is_null()
-        else:
-            same &= pc.field("partition_key") == entry.partition_key
-        rows = entries_from_table(
-            dt.to_pyarrow_dataset().to_table(filter=same).select(LEDGER_SCHEMA.names)
-        )
-        return rows[-1] if rows else None
+        earlier = [
+            e for e in self.entries_of(entry.table_uri, entry.partition_key) if e.seq < entry.seq
+        ]
+        return earlier[-1] if earlier else None
 
     def last_version_of(self, table_uri: str) -> int:
         """The highest Delta version of a table that an entry commits (or supersedes); -1
         if none: versions after it were never ledgered."""
-        dt = self.delta_table()
-        if dt is None:
-            return -1
-        import pyarrow.compute as pc
-
-        rows = dt.to_pyarrow_dataset().to_table(
-            columns=["delta_version", "superseded"], filter=pc.field("table_uri") == table_uri
-        )
-        versions = rows.column("delta_version").to_pylist()
-        for text in rows.column("superseded").to_pylist():
-            versions += [int(v) for v in text.split(",") if v]
+        versions: list[int] = []
+        for entry in self.entries_of(table_uri):
+            versions += [entry.delta_version, *entry.superseded_versions()]
         return max(versions, default=-1)
 
     # --- appending -------------------------------------------------------------

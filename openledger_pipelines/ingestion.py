@@ -4,25 +4,29 @@ Thin wrappers: read the inputs from the lake, call `assets.*`, write through
 `write_table` (Delta + ledger), return metadata and check results.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pyarrow.compute as pc
 
 from assets.datanets import DatanetSpec, SpecError, load_spec
 from assets.ingest import (
     BATCHES_SCHEMA,
     DUPLICATES_SCHEMA,
     QUARANTINE_SCHEMA,
-    TABLE_KEYS,
     IngestResult,
+    Submission,
     contributions_schema,
     ingest_datanet,
+    pending_submissions,
     reconcile,
 )
 from assets.layout import inbox_dir, registrations, spec_path, validation_sha256
 from assets.receipts import receipted_submissions
-from ledger.lake import Lake, LakeError
+from ledger.lake import Committed, Lake, LakeError
 from openledger_pipelines.ledgered import (
     ledger_check,
     ledger_check_specs,
@@ -67,6 +71,113 @@ def read_or_empty(
     except LakeError:
         return pl.DataFrame(schema=schema)
     return frame.select(list(schema)).cast(schema)  # type: ignore[union-attr,arg-type]
+
+
+def known_rows(store: Lake, table: str, pending: list[str]) -> pl.DataFrame:
+    """Who first submitted each accepted row: (row_hash, contributor, batch_id) of the
+    contributions, minus rows of the `pending` batches a crashed run may have appended
+    (a row is never a duplicate of its own batch)."""
+    columns = {"row_hash": pl.String, "contributor": pl.String, "batch_id": pl.String}
+    try:
+        rows = store.read(table, columns=list(columns))
+    except LakeError:
+        return pl.DataFrame(schema=columns)
+    frame = pl.DataFrame(pl.from_arrow(rows))
+    return frame.filter(~pl.col("batch_id").is_in(pending)) if pending else frame
+
+
+def batches_landed(
+    store: Lake, datanet: str, table: str, partition: tuple[str, str] | None
+) -> set[str]:
+    """Batches whose rows a run that died before finishing its ingest step already
+    appended to `table`: the rows of the table's latest entry, when no `batches` entry
+    of the same Datanet came after it (`batches` is always appended last)."""
+    entry = store.ledger.latest(store.table_uri(table), partition[1] if partition else None)
+    if entry is None or table == "batches" or entry.old_row_count == entry.row_count:
+        return set()
+    done = store.ledger.latest(store.table_uri("batches"), datanet)
+    if done is not None and done.seq > entry.seq:
+        return set()
+    added = store.read(
+        table,
+        entry.delta_version,
+        partition,
+        where=pc.field("seq") >= entry.old_row_count,
+        columns=["batch_id"],
+    )
+    return set(added.column("batch_id").to_pylist())
+
+
+@dataclass
+class IngestStep:
+    """What one ingest step did: the new rows, their ledgered appends, late receipts."""
+
+    result: IngestResult
+    committed: dict[str, Committed]
+    late: int
+
+
+def ingest_step(
+    store: Lake,
+    spec: DatanetSpec,
+    *,
+    run_id: str,
+    code: str,
+    progress: Callable[[int, int, Submission], None] | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+) -> IngestStep:
+    """Ingest a Datanet's new inbox files and append the new rows to its four logs
+    (`batches` last: a file counts as done only when all four hold it). A re-run after a
+    crash appends only what is missing. The `ingest` asset is this plus Dagster metadata."""
+    datanet = spec.name
+    part = ("datanet", datanet)
+    done = read_or_empty(store, "batches", BATCHES_SCHEMA, part)
+    found, _ = registrations(store.root_path(), datanet)
+    keys = {r.contributor: r.public_key for r in found}
+    submissions, late = receipted_submissions(
+        store,
+        inbox_dir(store.root_path(), datanet),
+        datanet,
+        recorded=set(zip(done["contributor"], done["file_name"], strict=True)),
+        run_id=run_id,
+        code_version=code,
+    )
+    if late:
+        warn(
+            f"{datanet}: {late} inbox file(s) had no receipt (not placed by `openledger "
+            "contribute`, or their manifest changed since): received now, after every "
+            "receipted file"
+        )
+    pending = pending_submissions(submissions, done)
+    pending_ids = sorted({sub.batch_id for sub in pending})
+    previous = IngestResult(
+        contributions=known_rows(store, contributions_table(datanet), pending_ids),
+        quarantine=pl.DataFrame(schema=QUARANTINE_SCHEMA),
+        duplicates=pl.DataFrame(schema=DUPLICATES_SCHEMA),
+        batches=done,
+    )
+    result = ingest_datanet(spec, pending, keys, previous, progress)
+    tables = {
+        "contributions": (contributions_table(datanet), result.contributions, None),
+        "quarantine": ("quarantine", result.quarantine, "datanet"),
+        "duplicates": ("duplicates", result.duplicates, "datanet"),
+        "batches": ("batches", result.batches, "datanet"),
+    }
+    committed = {}
+    for name, (table, frame, column) in tables.items():
+        partition = (column, datanet) if column else None
+        landed = batches_landed(store, datanet, table, partition)
+        if landed:
+            warn(f"{table}: a crashed run appended batches {sorted(landed)} already")
+        committed[name] = store.append(
+            table,
+            frame.filter(~pl.col("batch_id").is_in(sorted(landed))),
+            asset_key=name,
+            partition=partition,
+            run_id=run_id,
+            code_version=code,
+        )
+    return IngestStep(result, committed, late)
 
 
 def current_spec_at(root: Path, datanet: str) -> DatanetSpec:
@@ -206,56 +317,25 @@ INGEST_OUTPUTS = ("contributions", "quarantine", "duplicates", "batches")
     ],
 )
 def ingest(context: dg.AssetExecutionContext, lake: LakeResource):
-    """Ingest every new inbox file of the Datanet: validate, type, hash, split three ways."""
+    """Ingest every new inbox file of the Datanet: validate, type, hash, split three ways,
+    and append the new rows to the four logs (`batches` last: a file counts as done only
+    when all four hold it). A re-run after a crash appends only what is missing."""
     datanet = context.partition_key
     spec = current_spec(lake, datanet)
     store = lake.open()
-    part = ("datanet", datanet)
-    previous = IngestResult(
-        contributions=read_or_empty(
-            store, contributions_table(datanet), contributions_schema(spec)
-        ),
-        quarantine=read_or_empty(store, "quarantine", QUARANTINE_SCHEMA, part),
-        duplicates=read_or_empty(store, "duplicates", DUPLICATES_SCHEMA, part),
-        batches=read_or_empty(store, "batches", BATCHES_SCHEMA, part),
-    )
-    found, _ = registrations(lake.root_path(), datanet)
-    keys = {r.contributor: r.public_key for r in found}
-    submissions, late = receipted_submissions(
-        store,
-        inbox_dir(lake.root_path(), datanet),
-        datanet,
-        run_id=context.run.run_id,
-        code_version=code_version(),
-    )
-    if late:
-        context.log.warning(
-            f"{datanet}: {late} inbox file(s) had no receipt (not placed by `openledger "
-            "contribute`, or their manifest changed since): received now, after every "
-            "receipted file"
-        )
 
-    def progress(done: int, total: int, sub) -> None:
+    def progress(done: int, total: int, sub: Submission) -> None:
         context.log.info(f"{datanet}: ingested {done}/{total}: {sub.file_name} ({sub.contributor})")
 
-    result = ingest_datanet(spec, submissions, keys, previous, progress)
-    tables = {
-        "contributions": (contributions_table(datanet), result.contributions, None),
-        "quarantine": ("quarantine", result.quarantine, "datanet"),
-        "duplicates": ("duplicates", result.duplicates, "datanet"),
-        "batches": ("batches", result.batches, "datanet"),
-    }
-    committed = {}
-    for name, (table, frame, partition_column) in tables.items():
-        committed[name] = write_table(
-            context,
-            store,
-            table,
-            frame,
-            asset_key=name,
-            partition_column=partition_column,
-            key=TABLE_KEYS[name],
-        )
+    step = ingest_step(
+        store,
+        spec,
+        run_id=context.run.run_id,
+        code=code_version(),
+        progress=progress,
+        warn=context.log.warning,
+    )
+    result, committed, late = step.result, step.committed, step.late
     new = result.new_batches
     summary = {
         "new_files": len(new),
