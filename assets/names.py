@@ -44,8 +44,17 @@ def check_contributor_id(contributor: object) -> str:
 
 
 def epoch_key(datanet: str, epoch: int) -> str:
-    """The partition value of a Datanet's epoch in the epoch tables."""
-    return f"{datanet}.{epoch}"
+    """The one key of a Datanet's epoch: its Dagster partition key, its partition value in
+    the epoch tables and in the ledger (`wine.0`)."""
+    return f"{check_datanet_name(datanet)}.{int(epoch)}"
+
+
+def parse_epoch_key(key: str) -> tuple[str, int]:
+    """(Datanet, epoch) of an epoch key; SpecError for anything else."""
+    datanet, _, number = key.rpartition(".")
+    if not number.isdigit():
+        raise SpecError(f"invalid epoch key {key!r}: expected <datanet>.<epoch>, e.g. wine.0")
+    return check_datanet_name(datanet), int(number)
 
 
 def spec_names(root: Path) -> list[str]:

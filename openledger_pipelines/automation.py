@@ -6,9 +6,10 @@ import dagster as dg
 
 from assets.datanets import SpecError
 from assets.layout import spec_names
+from assets.names import epoch_key
 from ledger.lake import LakeError
 from openledger_pipelines.ingestion import current_spec_at
-from openledger_pipelines.partitions import datanet_partitions, epoch_partitions
+from openledger_pipelines.partitions import datanet_epoch_partitions, datanet_partitions
 from openledger_pipelines.pending import pending_work
 from openledger_pipelines.resources import LakeResource
 from openledger_pipelines.rewards import epoch_due, epoch_job
@@ -79,7 +80,7 @@ def epoch_closer(context: dg.ScheduleEvaluationContext, lake: LakeResource):
     """Close every Datanet's epoch that has run its `epoch_days` (after the daily batch)."""
     store = lake.open()
     now = context.scheduled_execution_time or datetime.now(UTC)
-    known = set(context.instance.get_dynamic_partitions(epoch_partitions.name))
+    known = set(context.instance.get_dynamic_partitions(datanet_epoch_partitions.name))
     for name in context.instance.get_dynamic_partitions(datanet_partitions.name):
         try:
             spec = current_spec_at(lake.root_path(), name)
@@ -89,10 +90,8 @@ def epoch_closer(context: dg.ScheduleEvaluationContext, lake: LakeResource):
         epoch = epoch_due(store, name, spec.rewards.epoch_days, now)
         if epoch is None:
             continue
-        if str(epoch) not in known:
-            context.instance.add_dynamic_partitions(epoch_partitions.name, [str(epoch)])
-            known.add(str(epoch))
-        yield dg.RunRequest(
-            partition_key=dg.MultiPartitionKey({"datanet": name, "epoch": str(epoch)}),
-            run_key=f"epoch:{name}:{epoch}",
-        )
+        key = epoch_key(name, epoch)
+        if key not in known:
+            context.instance.add_dynamic_partitions(datanet_epoch_partitions.name, [key])
+            known.add(key)
+        yield dg.RunRequest(partition_key=key, run_key=f"epoch:{key}")

@@ -24,15 +24,12 @@ def write_table(
     asset_key: str,
     partition_column: str | None = None,
     key: Sequence[str] | None = None,
-    partition_value: str | None = None,
 ) -> Committed:
-    """Write a table (or the run's partition of it) and commit it to the ledger.
-
-    The Delta partition value is the run's partition key unless `partition_value` names it
-    (a multi-dimensional run keys its tables by a value built from its dimensions)."""
+    """Write a snapshot table (or the run's partition of it: the partition value is the
+    run's partition key) and commit it to the ledger."""
     partition = None
-    if partition_column is not None and (partition_value or context.has_partition_key):
-        partition = (partition_column, partition_value or context.partition_key)
+    if partition_column is not None and context.has_partition_key:
+        partition = (partition_column, context.partition_key)
     committed = lake.write(
         table_name,
         data,

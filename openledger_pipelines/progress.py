@@ -89,9 +89,6 @@ def stage_event(meta: dict[str, Any]) -> StageEvent | None:
     stage = STAGES.get(op, op)
     tags = meta.get("job_tags") or {}
     partition = str(tags.get("dagster/partition", ""))
-    if "|" in partition or not partition:  # multi-partition runs tag each dimension
-        parts = [tags.get(k) for k in ("dagster/partition/datanet", "dagster/partition/epoch")]
-        partition = ".".join(str(p) for p in parts if p) or partition
     kind = event.event_type_value
     if kind == "STEP_START":
         return StageEvent("start", partition, op, stage)

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from assets.epochs import SOURCES, EpochError, close_epoch, epoch_key
+from assets.epochs import SOURCES, EpochError, close_epoch
+from assets.names import parse_epoch_key
 from assets.recompute import (
     EPOCH_KEYS,
     committed_epoch,
@@ -98,8 +99,7 @@ def epoch_due(store: Lake, datanet: str, epoch_days: int, now: datetime) -> int 
 )
 def epoch_close(context: dg.AssetExecutionContext, lake: LakeResource):
     """Close a Datanet's epoch: split its pool and its inference fees into integer payouts."""
-    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
-    datanet, epoch = keys["datanet"], int(keys["epoch"])
+    datanet, epoch = parse_epoch_key(context.partition_key)
     store = lake.open()
     done = committed_epoch(store, datanet, epoch)
     if "epochs" in done:
@@ -122,7 +122,6 @@ def epoch_close(context: dg.AssetExecutionContext, lake: LakeResource):
         f"{inputs.carried_in}, {inputs.inferences.height} inferences, "
         f"{closed.statements.height} contributors"
     )
-    key = epoch_key(datanet, epoch)
     committed = {}
     # rewards and statements first, the epoch record last: an epoch is closed once its
     # record is committed, so a crash before that leaves it open and re-runnable.
@@ -134,7 +133,6 @@ def epoch_close(context: dg.AssetExecutionContext, lake: LakeResource):
             getattr(closed, table),
             asset_key=table,
             partition_column="datanet_epoch",
-            partition_value=key,
             key=EPOCH_KEYS[table],
         )
     record = closed.epochs.to_dicts()[0]

@@ -12,8 +12,9 @@ from typing import Any
 import dagster as dg
 
 from assets.layout import spec_names
+from assets.names import epoch_key
 from openledger_pipelines.definitions import build_defs
-from openledger_pipelines.partitions import datanet_partitions, epoch_partitions
+from openledger_pipelines.partitions import datanet_epoch_partitions, datanet_partitions
 from openledger_pipelines.progress import PROGRESS_LOGGER, Listener, listening
 
 DAGSTER_YAML = """\
@@ -146,13 +147,13 @@ def run_epoch(
     progress: Listener | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Close (or re-check) one Datanet's reward epoch through the `epoch_job`."""
-    for definition, key in ((datanet_partitions, datanet), (epoch_partitions, str(epoch))):
-        if key not in instance.get_dynamic_partitions(definition.name):
-            instance.add_dynamic_partitions(definition.name, [key])
+    key = epoch_key(datanet, epoch)
+    if key not in instance.get_dynamic_partitions(datanet_epoch_partitions.name):
+        instance.add_dynamic_partitions(datanet_epoch_partitions.name, [key])
     job = build_defs(str(lake_root)).resolve_job_def("epoch_job")
     with _listening(progress):
         return job.execute_in_process(
-            partition_key=dg.MultiPartitionKey({"datanet": datanet, "epoch": str(epoch)}),
+            partition_key=key,
             instance=instance,
             raise_on_error=False,
             run_config=run_config(log_level, progress),

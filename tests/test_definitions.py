@@ -48,7 +48,7 @@ DATANETS = ("wine", "breast_cancer")
 def partition_keys(asset: str) -> list[str]:
     """The partitions the fixture materializes: each Datanet, or its epoch 0."""
     if asset in EPOCH_ASSETS:
-        return [str(dg.MultiPartitionKey({"datanet": d, "epoch": "0"})) for d in DATANETS]
+        return [f"{d}.0" for d in DATANETS]
     return list(DATANETS)
 
 
@@ -85,10 +85,10 @@ def materialized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.Dag
     job = local.resolve_job_def("datanet_job")
     for partition in DATANETS:
         assert job.execute_in_process(partition_key=partition, instance=instance).success
-    instance.add_dynamic_partitions("epochs", ["0"])
+    instance.add_dynamic_partitions("datanet_epochs", [f"{d}.0" for d in DATANETS])
     epoch_job = local.resolve_job_def("epoch_job")
     for partition in DATANETS:
-        key = dg.MultiPartitionKey({"datanet": partition, "epoch": "0"})
+        key = f"{partition}.0"
         assert epoch_job.execute_in_process(partition_key=key, instance=instance).success
     return root, instance
 
@@ -142,9 +142,8 @@ def test_rewards_materialization_carries_the_distribution_chart(
     materialized: tuple[Path, dg.DagsterInstance],
 ) -> None:
     _root, instance = materialized
-    key = dg.MultiPartitionKey({"datanet": "wine", "epoch": "0"})
     record = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("rewards"), asset_partitions=[str(key)]),
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("rewards"), asset_partitions=["wine.0"]),
         limit=1,
     ).records[0]
     chart = record.asset_materialization.metadata["distribution"].value  # type: ignore[union-attr]

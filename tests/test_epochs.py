@@ -504,7 +504,7 @@ def test_the_schedule_closes_epochs_when_due(closed_lake: Path) -> None:
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("datanets", ["wine", "breast_cancer"])
-        for days, expected in ((1, []), (8, ["breast_cancer|1", "wine|1"])):
+        for days, expected in ((1, []), (8, ["breast_cancer.1", "wine.1"])):
             # as a context manager, so the instance it opens is closed again (Dagster
             # otherwise leaves it as the current definitions-state storage of the process)
             with dg.build_schedule_context(
@@ -514,7 +514,7 @@ def test_the_schedule_closes_epochs_when_due(closed_lake: Path) -> None:
             ) as context:
                 requests = list(epoch_closer(context))  # type: ignore[arg-type]
             assert sorted(str(r.partition_key) for r in requests) == expected
-        assert "1" in instance.get_dynamic_partitions("epochs")
+        assert "wine.1" in instance.get_dynamic_partitions("datanet_epochs")
     assert build_defs(str(closed_lake)).resolve_job_def("datanet_job") is not None  # not leaked
 
 
