@@ -206,13 +206,19 @@ class Lake:
             if partition is not None and self._exists(uri):
                 column, value = partition
                 self._delta_write(
-                    uri, table, run_id, mode="overwrite", predicate=f"{column} = '{value}'"
+                    uri,
+                    table,
+                    run_id,
+                    partition,
+                    mode="overwrite",
+                    predicate=f"{column} = '{value}'",
                 )
             else:
                 self._delta_write(
                     uri,
                     table,
                     run_id,
+                    partition,
                     mode="overwrite",
                     partition_by=[partition[0]] if partition is not None else None,
                 )
@@ -277,6 +283,7 @@ class Lake:
                 uri,
                 table,
                 run_id,
+                partition,
                 mode="append",
                 partition_by=[partition[0]] if partition is not None else None,
             )
@@ -323,14 +330,22 @@ class Lake:
             raise LakeError(f"log table {name!r} v{version}: `{SEQ}` is not contiguous")
         return NewRows(leaf_hash_matrix(rows), schema_hash(rows.schema))
 
-    def _delta_write(self, uri: str, table: pa.Table, run_id: str, **options: object) -> None:
-        """One Delta commit, naming its writer (run and process) in the commit info, so a
-        version left without its ledger entry can be traced to a run that died."""
+    def _delta_write(
+        self,
+        uri: str,
+        table: pa.Table,
+        run_id: str,
+        partition: tuple[str, str] | None,
+        **options: object,
+    ) -> None:
+        """One Delta commit, naming its writer (run and process) and the partition it
+        writes in the commit info, so a version left without its ledger entry can be traced
+        to a run that died and rolled back even when it changed no file."""
         write_deltalake(
             uri,
             table,
             storage_options=self.storage_options,
-            commit_properties=CommitProperties(custom_metadata=writer_metadata(run_id)),
+            commit_properties=CommitProperties(custom_metadata=writer_metadata(run_id, partition)),
             **options,  # type: ignore[arg-type]
         )
 
@@ -379,10 +394,17 @@ class Lake:
             )
             if partition is not None and self._exists(uri) and last >= 0:
                 self._delta_write(
-                    uri, restored, run_id, mode="overwrite", predicate=f"{column} = '{value}'"
+                    uri,
+                    restored,
+                    run_id,
+                    partition,
+                    mode="overwrite",
+                    predicate=f"{column} = '{value}'",
                 )
             else:
-                self._delta_write(uri, restored, run_id, mode="overwrite", schema_mode="overwrite")
+                self._delta_write(
+                    uri, restored, run_id, partition, mode="overwrite", schema_mode="overwrite"
+                )
             version = self._version(uri)
             rolled.append(
                 self.ledger.append(
@@ -432,6 +454,11 @@ class Lake:
         files_before = _files(self.delta_table(name, before), column) if before >= 0 else {}
         changed = {files_after[f] for f in files_after.keys() - files_before.keys()}
         changed |= {files_before[f] for f in files_before.keys() - files_after.keys()}
+        for version in range(before + 1, after + 1):  # a write that changed no file
+            info = (self.delta_table(name, version).history(1) or [{}])[0]
+            named = str(info.get("openledger.partition", ""))
+            if named.startswith(f"{column}="):
+                changed.add(named.removeprefix(f"{column}="))
         return [(column, str(v)) for v in sorted(changed, key=str)]
 
     def _empty_like(self, name: str, version: int) -> pa.Table:
@@ -469,12 +496,13 @@ def _files(dt: DeltaTable, column: str) -> dict[str, object]:
     )
 
 
-def writer_metadata(run_id: str) -> dict[str, str]:
-    """Who is writing this Delta version: run, process and host."""
+def writer_metadata(run_id: str, partition: tuple[str, str] | None = None) -> dict[str, str]:
+    """Who is writing this Delta version (run, process, host) and which partition."""
     return {
         "openledger.run_id": run_id,
         "openledger.pid": str(os.getpid()),
         "openledger.host": socket.gethostname(),
+        "openledger.partition": f"{partition[0]}={partition[1]}" if partition else "",
     }
 
 

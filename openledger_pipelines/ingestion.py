@@ -27,6 +27,7 @@ from assets.ingest import (
 from assets.layout import inbox_dir, registrations, spec_path, validation_sha256
 from assets.receipts import receipted_submissions
 from ledger.lake import Committed, Lake, LakeError
+from ledger.log import COMMIT
 from openledger_pipelines.ledgered import (
     ledger_check,
     ledger_check_specs,
@@ -95,8 +96,12 @@ def batches_landed(
     entry = store.ledger.latest(store.table_uri(table), partition[1] if partition else None)
     if entry is None or table == "batches" or entry.old_row_count == entry.row_count:
         return set()
-    done = store.ledger.latest(store.table_uri("batches"), datanet)
-    if done is not None and done.seq > entry.seq:
+    done = [
+        e
+        for e in store.ledger.entries_of(store.table_uri("batches"), datanet)
+        if e.entry_type == COMMIT  # a rollback of `batches` finishes no step
+    ]
+    if done and done[-1].seq > entry.seq:
         return set()
     added = store.read(
         table,
