@@ -16,11 +16,10 @@ from assets.training import label_vector
 from ledger.lake import Lake, LakeError
 from openledger_pipelines.ingestion import contributions_table, current_spec, read_or_empty
 from openledger_pipelines.ledgered import (
-    append_table,
     ledger_check,
     ledger_check_specs,
     materialization,
-    write_table,
+    store_table,
 )
 from openledger_pipelines.modeling import training_table, validation_table
 from openledger_pipelines.partitions import datanet_partitions
@@ -86,15 +85,7 @@ def contributor_values(context: dg.AssetExecutionContext, lake: LakeResource):
 
     result = value_contributors(spec, rows, validation, progress)  # type: ignore[arg-type]
     table = values_table(spec, result, everyone, root)
-    committed = write_table(
-        context,
-        store,
-        "contributor_values",
-        table,
-        asset_key="contributor_values",
-        partition_column="datanet",
-        key=["contributor"],
-    )
+    committed = store_table(context, store, "contributor_values", table)
     gap = result.efficiency_gap()
     allowed = spec.valuation.z * float((result.std_errors**2).sum() ** 0.5) + 1e-9
     efficient = not result.method.startswith("banzhaf")  # Banzhaf values need not add up
@@ -140,15 +131,7 @@ def point_values_asset(context: dg.AssetExecutionContext, lake: LakeResource):
     rows, _ = valued_rows(store, datanet)
     validation = pl.from_arrow(store.read(validation_table(datanet)))
     table = point_values(spec, rows, validation)  # type: ignore[arg-type]
-    committed = write_table(
-        context,
-        store,
-        "point_values",
-        table,
-        asset_key="point_values",
-        partition_column="datanet",
-        key=["row_hash"],
-    )
+    committed = store_table(context, store, "point_values", table)
     flagged = int(table["low_value_flag"].sum())
     yield materialization(committed, "point_values", {"low_value_rows": flagged})
     yield ledger_check(store, committed, "point_values")
@@ -187,13 +170,8 @@ def inferences(context: dg.AssetExecutionContext, lake: LakeResource):
     served = read_logs(lake.root_path(), datanet)
     part = ("datanet", datanet)
     recorded = ids_in(store, "inferences", part)
-    logged = append_table(
-        context,
-        store,
-        "inferences",
-        served.filter(~pl.col("inference_id").is_in(recorded)),
-        asset_key="inferences",
-        partition_column="datanet",
+    logged = store_table(
+        context, store, "inferences", served.filter(~pl.col("inference_id").is_in(recorded))
     )
     waiting = served.filter(
         ~pl.col("inference_id").is_in(ids_in(store, "inference_attributions", part))
@@ -222,14 +200,7 @@ def inferences(context: dg.AssetExecutionContext, lake: LakeResource):
     table = pl.DataFrame(attributions, schema=INFERENCE_ATTRIBUTIONS_SCHEMA).sort(
         "inference_id", "contributor"
     )
-    attributed = append_table(
-        context,
-        store,
-        "inference_attributions",
-        table,
-        asset_key="inference_attributions",
-        partition_column="datanet",
-    )
+    attributed = store_table(context, store, "inference_attributions", table)
     totals = table.group_by("inference_id").agg(pl.col("share_ppb").sum())
     bad = totals.filter(pl.col("share_ppb") != SHARES_PPB).height
     missing = waiting.height - totals.height

@@ -13,6 +13,7 @@ from typing import Any
 
 import polars as pl
 
+from assets.catalog import commit
 from assets.datanets import RewardPolicy
 from assets.epochs import REWARDS_SCHEMA
 from assets.governance import (
@@ -72,11 +73,11 @@ def record(
     with exclusive_lock(default_lock_path(store.root, "governance.lock")):
         current = events(store, datanet)
         row = event_for(current)
-        committed = store.append(
+        committed = commit(
+            store,
             "governance",
             pl.DataFrame([row], schema=GOVERNANCE_SCHEMA),
-            asset_key="governance",
-            partition=("datanet", datanet),
+            datanet=datanet,
             run_id=run_id,
             code_version=code,
         )

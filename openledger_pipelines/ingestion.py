@@ -1,7 +1,8 @@
 """Stage 1 assets: Datanet specs, contributor keys and ingested contributions.
 
 Thin wrappers: read the inputs from the lake, call `assets.*`, write through
-`write_table` (Delta + ledger), return metadata and check results.
+`store_table` (Delta + ledger, as `assets.catalog` declares each table), return metadata
+and check results.
 """
 
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import dagster as dg
 import polars as pl
 import pyarrow.compute as pc
 
+from assets.catalog import TABLES, commit
 from assets.datanets import DatanetSpec, SpecError, load_spec
 from assets.ingest import (
     BATCHES_SCHEMA,
@@ -32,7 +34,7 @@ from openledger_pipelines.ledgered import (
     ledger_check,
     ledger_check_specs,
     materialization,
-    write_table,
+    store_table,
 )
 from openledger_pipelines.partitions import datanet_partitions
 from openledger_pipelines.resources import LakeResource
@@ -60,7 +62,7 @@ CONTRIBUTORS_SCHEMA = {
 
 def contributions_table(datanet: str) -> str:
     """Contributions have the Datanet's own typed columns: one table per Datanet."""
-    return f"contributions_{datanet}"
+    return TABLES["contributions"].table(datanet)
 
 
 def read_or_empty(
@@ -162,23 +164,23 @@ def ingest_step(
         batches=done,
     )
     result = ingest_datanet(spec, pending, keys, previous, progress)
-    tables = {
-        "contributions": (contributions_table(datanet), result.contributions, None),
-        "quarantine": ("quarantine", result.quarantine, "datanet"),
-        "duplicates": ("duplicates", result.duplicates, "datanet"),
-        "batches": ("batches", result.batches, "datanet"),
-    }
     committed = {}
-    for name, (table, frame, column) in tables.items():
-        partition = (column, datanet) if column else None
-        landed = batches_landed(store, datanet, table, partition)
+    for name in INGEST_OUTPUTS:  # `batches` last: it marks a file done
+        table = TABLES[name]
+        landed = batches_landed(
+            store,
+            datanet,
+            table.table(datanet),
+            (table.partition, datanet) if table.partition else None,
+        )
         if landed:
-            warn(f"{table}: a crashed run appended batches {sorted(landed)} already")
-        committed[name] = store.append(
-            table,
+            warn(f"{table.table(datanet)}: a crashed run appended batches {sorted(landed)} already")
+        frame = getattr(result, name)
+        committed[name] = commit(
+            store,
+            name,
             frame.filter(~pl.col("batch_id").is_in(sorted(landed))),
-            asset_key=name,
-            partition=partition,
+            datanet=datanet,
             run_id=run_id,
             code_version=code,
         )
@@ -233,15 +235,7 @@ def datanets(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materi
         }
         versions = pl.concat([versions, pl.DataFrame([row], schema=DATANETS_SCHEMA)])
         context.log.info(f"{datanet}: spec version {row['spec_version']} ({row['spec_hash'][:12]})")
-    committed = write_table(
-        context,
-        store,
-        "datanets",
-        versions,
-        asset_key="datanets",
-        partition_column="datanet",
-        key=["spec_version"],
-    )
+    committed = store_table(context, store, "datanets", versions)
     return materialization(
         committed, extra={"spec_hash": spec.spec_hash(), "spec_version": versions.height}
     )
@@ -272,15 +266,7 @@ def contributors(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
         ],
         schema=CONTRIBUTORS_SCHEMA,
     )
-    committed = write_table(
-        context,
-        lake.open(),
-        "contributors",
-        frame,
-        asset_key="contributors",
-        partition_column="datanet",
-        key=["contributor"],
-    )
+    committed = store_table(context, lake.open(), "contributors", frame)
     return materialization(committed, extra={"ignored_registrations": len(problems)})
 
 

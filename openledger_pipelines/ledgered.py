@@ -1,78 +1,45 @@
 """The one place a Dagster asset writes a table: Delta write + ledger commit + metadata.
 
-A data engineer adding an asset calls `write_table` and returns `materialization(...)`;
-the ledger entry, its check and the run metadata come with it.
+A data engineer adding an asset declares its table in `assets.catalog`, calls
+`store_table` and returns `materialization(...)`; the ledger entry, its check and the run
+metadata come with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import dagster as dg
 
+from assets.catalog import TABLES, commit
+from assets.names import parse_epoch_key
 from ledger.lake import Committed, Lake
 from ledger.verify import verify_entry_data
 from openledger_pipelines.version import code_version
 
 
-def write_table(
-    context: dg.AssetExecutionContext,
-    lake: Lake,
-    table_name: str,
-    data: object,
-    *,
-    asset_key: str,
-    partition_column: str | None = None,
-    key: Sequence[str] | None = None,
+def store_table(
+    context: dg.AssetExecutionContext, lake: Lake, name: str, data: object
 ) -> Committed:
-    """Write a snapshot table (or the run's partition of it: the partition value is the
-    run's partition key) and commit it to the ledger."""
-    partition = None
-    if partition_column is not None and context.has_partition_key:
-        partition = (partition_column, context.partition_key)
-    committed = lake.write(
-        table_name,
+    """Write or append (as `assets.catalog` declares table `name`) the run's partition of a
+    table, and commit it to the ledger. The run's partition key is the Datanet, or for an
+    epoch run its key `wine.0`, which is also the epoch tables' partition value."""
+    key = context.partition_key
+    datanet = parse_epoch_key(key)[0] if TABLES[name].partition == "datanet_epoch" else key
+    committed = commit(
+        lake,
+        name,
         data,
-        asset_key=asset_key,
-        partition=partition,
-        key=key,
-        run_id=context.run.run_id,
-        code_version=code_version(),
-    )
-    context.log.info(
-        f"{asset_key}: wrote {table_name} v{committed.delta_version}, "
-        f"{committed.commitment.row_count} rows, root {committed.commitment.root[:16]}…, "
-        f"ledger seq {committed.entry.seq}"
-    )
-    return committed
-
-
-def append_table(
-    context: dg.AssetExecutionContext,
-    lake: Lake,
-    table_name: str,
-    data: object,
-    *,
-    asset_key: str,
-    partition_column: str | None = None,
-) -> Committed:
-    """Append rows to a log table (the run's partition of it) and commit them: only the
-    new rows are read back and hashed (ledger.lake.Lake.append)."""
-    partition = None
-    if partition_column is not None and context.has_partition_key:
-        partition = (partition_column, context.partition_key)
-    committed = lake.append(
-        table_name,
-        data,
-        asset_key=asset_key,
-        partition=partition,
+        datanet=datanet,
+        partition=key,
         run_id=context.run.run_id,
         code_version=code_version(),
     )
     entry = committed.entry
+    added = entry.row_count - entry.old_row_count if entry.table_kind == "log" else entry.row_count
     context.log.info(
-        f"{asset_key}: {entry.row_count - entry.old_row_count} new rows in {table_name} "
-        f"(now {entry.row_count}), v{committed.delta_version}, root {entry.data_root[:16]}…, "
+        f"{name}: {entry.table_kind} {committed.table} v{committed.delta_version}, "
+        f"{added} rows committed (now {entry.row_count}), root {entry.data_root[:16]}…, "
         f"ledger seq {entry.seq}"
     )
     return committed

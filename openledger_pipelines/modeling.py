@@ -6,6 +6,7 @@ import json
 import dagster as dg
 import polars as pl
 
+from assets.catalog import TABLES
 from assets.ingest import DUPLICATES_SCHEMA, QUARANTINE_SCHEMA, contributions_schema
 from assets.quality import (
     QUALITY_SCHEMA,
@@ -26,7 +27,7 @@ from openledger_pipelines.ledgered import (
     ledger_check,
     ledger_check_specs,
     materialization,
-    write_table,
+    store_table,
 )
 from openledger_pipelines.partitions import datanet_partitions
 from openledger_pipelines.resources import LakeResource
@@ -55,11 +56,11 @@ FEATURE_ATTRIBUTION_SCHEMA = {
 
 
 def validation_table(datanet: str) -> str:
-    return f"validation_{datanet}"
+    return TABLES["validation"].table(datanet)
 
 
 def training_table(datanet: str) -> str:
-    return f"training_rows_{datanet}"
+    return TABLES["training_rows"].table(datanet)
 
 
 @dg.asset(
@@ -74,9 +75,7 @@ def validation(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mate
     datanet = context.partition_key
     spec = current_spec(lake, datanet)
     frame = validation_set(spec, lake.root_path() / "specs")
-    committed = write_table(
-        context, lake.open(), validation_table(datanet), frame, asset_key="validation"
-    )
+    committed = store_table(context, lake.open(), "validation", frame)
     return materialization(
         committed, extra={"source": f"{spec.validation.kind}:{spec.validation.name}"}
     )
@@ -132,24 +131,8 @@ def quality(context: dg.AssetExecutionContext, lake: LakeResource):
         set(rows["contributor"]) | set(duplicates["contributor"]) | set(quarantine["contributor"])
     )
     summary = summarize_contributors(spec, scored, duplicates, quarantine, everyone)
-    q = write_table(
-        context,
-        store,
-        "quality",
-        scored,
-        asset_key="quality",
-        partition_column="datanet",
-        key=["row_hash"],
-    )
-    cq = write_table(
-        context,
-        store,
-        "contributor_quality",
-        summary,
-        asset_key="contributor_quality",
-        partition_column="datanet",
-        key=["contributor"],
-    )
+    q = store_table(context, store, "quality", scored)
+    cq = store_table(context, store, "contributor_quality", summary)
     share = float(scored["accepted"].mean() or 0.0) if scored.height else 0.0
     table_md = markdown_table(
         summary.select(
@@ -228,9 +211,7 @@ def models(context: dg.AssetExecutionContext, lake: LakeResource):
     rows = read_or_empty(store, contributions_table(datanet), contributions_schema(spec))
     scored = read_or_empty(store, "quality", QUALITY_SCHEMA, ("datanet", datanet))
     train = training_rows(rows, scored)
-    tr = write_table(
-        context, store, training_table(datanet), train, asset_key="training_rows", key=["row_hash"]
-    )
+    tr = store_table(context, store, "training_rows", train)
     valid = pl.from_arrow(store.read(validation_table(datanet)))
     context.log.info(f"{datanet}: training on {train.height} rows, validating on {valid.height}")  # type: ignore[union-attr]
     model = train_model(spec, train, valid)  # type: ignore[arg-type]
@@ -253,15 +234,7 @@ def models(context: dg.AssetExecutionContext, lake: LakeResource):
     history = read_or_empty(store, "models", MODELS_SCHEMA, ("datanet", datanet))
     history = history.filter(pl.col("model_id") != model.model_id)
     table = pl.concat([history, pl.DataFrame([row], schema=MODELS_SCHEMA)])
-    m = write_table(
-        context,
-        store,
-        "models",
-        table,
-        asset_key="models",
-        partition_column="datanet",
-        key=["model_id"],
-    )
+    m = store_table(context, store, "models", table)
     ranked = sorted(model.importances.items(), key=lambda kv: (-kv[1], kv[0]))
     attribution = pl.DataFrame(
         [
@@ -276,15 +249,7 @@ def models(context: dg.AssetExecutionContext, lake: LakeResource):
         ],
         schema=FEATURE_ATTRIBUTION_SCHEMA,
     )
-    fa = write_table(
-        context,
-        store,
-        "feature_attribution",
-        attribution,
-        asset_key="feature_attribution",
-        partition_column="datanet",
-        key=["model_id", "feature"],
-    )
+    fa = store_table(context, store, "feature_attribution", attribution)
     yield materialization(tr, "training_rows")
     yield materialization(
         m,

@@ -15,7 +15,6 @@ import polars as pl
 from assets.epochs import SOURCES, EpochError, close_epoch
 from assets.names import parse_epoch_key
 from assets.recompute import (
-    EPOCH_KEYS,
     committed_epoch,
     gather_inputs,
     latest_pins,
@@ -31,7 +30,7 @@ from openledger_pipelines.ledgered import (
     ledger_check,
     ledger_check_specs,
     materialization,
-    write_table,
+    store_table,
 )
 from openledger_pipelines.partitions import datanet_epoch_partitions
 from openledger_pipelines.resources import LakeResource
@@ -126,15 +125,7 @@ def epoch_close(context: dg.AssetExecutionContext, lake: LakeResource):
     # rewards and statements first, the epoch record last: an epoch is closed once its
     # record is committed, so a crash before that leaves it open and re-runnable.
     for table in ("rewards", "statements", "epochs"):
-        committed[table] = write_table(
-            context,
-            store,
-            table,
-            getattr(closed, table),
-            asset_key=table,
-            partition_column="datanet_epoch",
-            key=EPOCH_KEYS[table],
-        )
+        committed[table] = store_table(context, store, table, getattr(closed, table))
     record = closed.epochs.to_dicts()[0]
     yield materialization(
         committed["epochs"],

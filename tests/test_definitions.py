@@ -150,3 +150,17 @@ def test_rewards_materialization_carries_the_distribution_chart(
     assert "data:image/png;base64," in chart
     for contributor in ("alice", "bob", "carol", "dave", "erin", "frank", "gina"):
         assert contributor in chart
+
+
+def test_every_table_is_in_the_catalog_with_its_kind(demo_lake_root: Path) -> None:
+    from assets.catalog import TABLES
+
+    lake = Lake(demo_lake_root)
+    by_table = {spec.table(d): spec for spec in TABLES.values() for d in DATANETS}
+    assert set(lake.table_names()) <= set(by_table), set(lake.table_names()) - set(by_table)
+    for entry in lake.ledger.entries():
+        spec = by_table[entry.table_uri.removeprefix("tables/")]
+        assert entry.table_kind == spec.kind, entry.table_uri
+        assert entry.partition_column == spec.partition, entry.table_uri
+        if spec.kind == "snapshot":
+            assert entry.row_key == ",".join(spec.key), entry.table_uri
