@@ -389,7 +389,13 @@ class Ledger:
         values["log_root"] = log_range.root().hex()
         values["log_range"] = log_range.text()
         row = pa.Table.from_pylist([values], schema=LEDGER_SCHEMA)
-        write_deltalake(self.uri, row, mode="append", storage_options=self.storage_options)
+        # write through the snapshot just read (no reload); it is refreshed after
+        write_deltalake(
+            dt if dt is not None else self.uri,
+            row,
+            mode="append",
+            storage_options=self.storage_options,
+        )
         written = self.delta_table()
         assert written is not None
         if written.version() != before + 1:

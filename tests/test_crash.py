@@ -220,3 +220,43 @@ def test_verify_reports_a_write_in_flight(stages: dict[str, Path], tmp_path: Pat
         writer.wait()
     report = verify_lake(Lake(lake))  # the writer is gone: now it is an orphan
     assert not report.ok and not report.in_flight
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_cleanly(stages: dict[str, Path], tmp_path: Path) -> None:
+    """SIGTERM mid-run: exit 143 at once, the run marked failed with its pool slot freed,
+    and the next run finishes the work (no stuck slot, nothing lost)."""
+    import dagster as dg
+
+    from openledger_pipelines.runner import persistent_instance
+
+    lake = tmp_path / "lake"
+    shutil.copytree(stages["ingest-to-values"], lake)
+    marker = tmp_path / "paused"
+    env = {**os.environ, "OPENLEDGER_PAUSE_AT": "8", "OPENLEDGER_PAUSED_FILE": str(marker)}
+    env["DAGSTER_HOME"] = str(lake / "dagster_home")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "openledger_pipelines.cli", "run", "--lake", str(lake)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not marker.exists() and time.monotonic() < deadline and runner.poll() is None:
+        time.sleep(0.5)
+    assert marker.exists(), "the run never reached its commit point"
+    runner.send_signal(signal.SIGTERM)
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 143, stderr
+    assert "marked failed (interrupted), slots freed" in stderr
+    instance = persistent_instance(lake)
+    try:
+        runs = instance.get_runs()
+        assert runs and all(r.status == dg.DagsterRunStatus.FAILURE for r in runs)
+    finally:
+        instance.dispose()
+    again = openledger(lake, "run")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert verify_lake(Lake(lake)).ok
+    assert_same_tables(lake, after(stages, "ingest-to-values"))
