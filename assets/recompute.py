@@ -33,6 +33,7 @@ from assets.epochs import (
     epoch_key,
 )
 from assets.governance import GOVERNANCE_SCHEMA, policy_for_epoch
+from assets.names import parse_epoch_key
 from ledger.commitment import commit_table
 from ledger.lake import SEQ, Lake
 from ledger.log import LOG, LedgerEntry
@@ -188,21 +189,24 @@ def gather_inputs(
 
 
 def committed_epoch(store: Lake, datanet: str, epoch: int) -> dict[str, LedgerEntry]:
-    """The latest ledger entries of an epoch's three tables (empty if not closed)."""
+    """The latest ledger entries of an epoch's three tables (empty if not closed). An
+    entry that holds no rows (a crashed close rolled back) is no closing."""
     key = epoch_key(datanet, epoch)
     found: dict[str, LedgerEntry] = {}
     for table in EPOCH_TABLES:
         entry = store.ledger.latest(store.table_uri(table), key)
-        if entry is not None:
+        if entry is not None and entry.row_count > 0:
             found[table] = entry
     return found
 
 
 def closed_epochs(store: Lake, datanet: str) -> list[int]:
     """The epochs of a Datanet that have been closed, in order."""
-    uri = store.table_uri("epochs")
-    keys = {e.partition_key for e in store.ledger.entries_of(uri)}
-    return sorted(int(k.rsplit(".", 1)[1]) for k in keys if k and k.rsplit(".", 1)[0] == datanet)
+    latest: dict[str, LedgerEntry] = {}
+    for entry in store.ledger.entries_of(store.table_uri("epochs")):
+        latest[str(entry.partition_key)] = entry
+    closed = [parse_epoch_key(k) for k, e in latest.items() if e.row_count > 0]
+    return sorted(epoch for name, epoch in closed if name == datanet)
 
 
 def open_epoch(store: Lake, datanet: str) -> int:

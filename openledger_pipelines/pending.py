@@ -12,15 +12,23 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from assets.catalog import TABLES
 from assets.datanets import SpecError
 from assets.ingest import MANIFEST_SUFFIX, read_manifest
 from assets.layout import INFERENCE_LOG, inbox_dir, inside, registrations, spec_path
 from ledger.lake import Lake, LakeError
+from ledger.log import COMMIT, LOG, LedgerEntry
 
 INFERENCE_ASSETS = ["inferences", "inference_attributions"]
 # Per-Datanet tables of the datanet job, in order: each must be ledgered after `batches`
 # (else a run stopped short of it and the Datanet still has work).
-DOWNSTREAM = ("contributor_quality", "models", "contributor_values", "point_values")
+# The tables one run of the datanet job writes for a Datanet (not receipts, written on
+# contribute, nor governance or the epoch tables, written by their own commands).
+JOB_TABLES = tuple(
+    name
+    for name in TABLES
+    if name not in ("receipts", "governance", "epochs", "rewards", "statements")
+)
 
 
 @dataclass
@@ -109,19 +117,38 @@ def _spec_reason(lake: Lake, datanet: str) -> tuple[str, str] | None:
     return f"spec {version[0][:12]} not recorded yet", f"spec:{version[0]}:{version[1]}"
 
 
+def _latest(lake: Lake, name: str, datanet: str, commits_only: bool = False) -> LedgerEntry | None:
+    """The latest entry of a catalogued table for a Datanet (commits only, if asked)."""
+    spec = TABLES[name]
+    uri = lake.table_uri(spec.table(datanet))
+    part = datanet if spec.partition else None
+    if not commits_only:
+        return lake.ledger.latest(uri, part)
+    found = [e for e in lake.ledger.entries_of(uri, part) if e.entry_type == COMMIT]
+    return found[-1] if found else None
+
+
 def _stopped_short(lake: Lake, datanet: str) -> list[str]:
-    """Tables of the job that are missing or older than the Datanet's last ingestion."""
-    latest: dict[str, int] = {}
-    for table in ("batches", *DOWNSTREAM, *INFERENCE_ASSETS):
-        entry = lake.ledger.latest(lake.table_uri(table), datanet)
-        if entry is not None:
-            latest[table] = entry.seq
-    if "batches" not in latest:
+    """Tables of the datanet job that the run which last ingested did not write (it was
+    stopped or crashed after ingesting): each snapshot table needs an entry from that run
+    or a later one, each log table needs to exist."""
+    ingested = _latest(lake, "batches", datanet, commits_only=True)
+    if ingested is None:
         return []  # nothing ingested yet: the inbox and spec checks decide
-    behind = [t for t in DOWNSTREAM if latest.get(t, -1) < latest["batches"]]
-    if "inferences" in latest and latest.get("inference_attributions", -1) < latest["inferences"]:
+    behind = []
+    for name in JOB_TABLES:
+        entry = _latest(lake, name, datanet)
+        if entry is None or (
+            TABLES[name].kind != LOG
+            and entry.seq < ingested.seq
+            and entry.run_id != ingested.run_id
+        ):
+            behind.append(name)
+    logged = {i for (i,) in _column(lake, "inferences", datanet, ["inference_id"])}
+    attributed = {i for (i,) in _column(lake, "inference_attributions", datanet, ["inference_id"])}
+    if logged - attributed:
         behind.append("inference_attributions")
-    return behind
+    return sorted(set(behind))
 
 
 def pending_work(lake: Lake, datanet: str) -> Pending:
