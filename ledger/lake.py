@@ -205,8 +205,8 @@ class Lake:
             self.supersede_orphans(name, run_id=run_id, code_version=code_version)
             if partition is not None and self._exists(uri):
                 column, value = partition
-                self._delta_write(
-                    uri,
+                version = self._commit_delta(
+                    name,
                     table,
                     run_id,
                     partition,
@@ -214,16 +214,7 @@ class Lake:
                     predicate=f"{column} = '{value}'",
                 )
             else:
-                self._delta_write(
-                    uri,
-                    table,
-                    run_id,
-                    partition,
-                    mode="overwrite",
-                    partition_by=[partition[0]] if partition is not None else None,
-                )
-            version = self._version(uri)
-            commit_point(f"delta:{name}")
+                version = self._commit_delta(name, table, run_id, partition, mode="overwrite")
             commitment = commit_table(self.read(name, version, partition), key)
             entry = self.ledger.append(
                 asset_key=asset_key or name,
@@ -267,7 +258,6 @@ class Lake:
         table = _checked(name, as_arrow_table(data), partition)
         if SEQ in table.column_names:
             raise LakeError(f"log table {name!r}: `{SEQ}` is assigned by the lake, not given")
-        uri = self.absolute_uri(self.table_uri(name))
         partition_key = partition[1] if partition is not None else None
         with self.ledger.lock():
             self.supersede_orphans(name, run_id=run_id, code_version=code_version)
@@ -279,16 +269,7 @@ class Lake:
             before = head.row_count if head is not None else 0
             seqs = pa.array(range(before, before + table.num_rows), type=pa.int64())
             table = table.add_column(0, pa.field(SEQ, pa.int64(), nullable=False), seqs)
-            self._delta_write(
-                uri,
-                table,
-                run_id,
-                partition,
-                mode="append",
-                partition_by=[partition[0]] if partition is not None else None,
-            )
-            version = self._version(uri)
-            commit_point(f"delta:{name}")
+            version = self._commit_delta(name, table, run_id, partition, mode="append")
             added = self._read_new_rows(name, version, partition, before)
             if head is not None and added.schema_hash != head.schema_hash:
                 raise LakeError(
@@ -329,6 +310,24 @@ class Lake:
         if not rows.column(SEQ).combine_chunks().equals(expected):
             raise LakeError(f"log table {name!r} v{version}: `{SEQ}` is not contiguous")
         return NewRows(leaf_hash_matrix(rows), schema_hash(rows.schema))
+
+    def _commit_delta(
+        self,
+        name: str,
+        table: pa.Table,
+        run_id: str,
+        partition: tuple[str, str] | None,
+        **options: object,
+    ) -> int:
+        """Write a table version (partitioned by the partition's column when the write
+        creates the table) and pass its commit point; the new Delta version."""
+        uri = self.absolute_uri(self.table_uri(name))
+        if "predicate" not in options:
+            options["partition_by"] = [partition[0]] if partition is not None else None
+        self._delta_write(uri, table, run_id, partition, **options)
+        version = self._version(uri)
+        commit_point(f"delta:{name}")
+        return version
 
     def _delta_write(
         self,
