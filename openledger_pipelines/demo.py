@@ -270,7 +270,6 @@ def run_demo(lake_path: Path, console: Console, fresh: bool = False) -> bool:
             "only what is new (`openledger demo --fresh` starts over)",
             highlight=False,
         )
-    console.print("placing the demo specs, keys and contributors' files ...", highlight=False)
     prepare_demo(root)
     instance = persistent_instance(root)
     outcome: dict[str, bool] = {}

@@ -279,6 +279,7 @@ def demo(
 ) -> None:
     """Run the main job on the embedded demo data and print a summary."""
     out.print(f"openledger demo: lake {lake.resolve()}", highlight=False)
+    out.print("preparing the demo: specs, keys and contributors' files ...", highlight=False)
     from openledger_pipelines.demo import run_demo
 
     if not run_demo(lake, out, fresh=fresh):
