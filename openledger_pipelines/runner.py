@@ -89,6 +89,19 @@ def fail_abandoned_runs(instance: dg.DagsterInstance, this_process: bool = False
     return cleaned
 
 
+def interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether a run stopped because the process was told to stop (SIGTERM, Ctrl-C):
+    Dagster turns the signal into a failed step, and no further run should start."""
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if (
+            event.is_failure
+            and getattr(error, "cls_name", "") == "DagsterExecutionInterruptedError"
+        ):
+            return True
+    return False
+
+
 def run_config(log_level: str, progress: Listener | None) -> dict[str, Any]:
     """Console logging at `log_level`, plus the progress logger when someone listens."""
     loggers: dict[str, Any] = {"console": {"config": {"log_level": log_level}}}
@@ -135,6 +148,8 @@ def run_datanets(
         outcome[name] = result.success
         if on_done:
             on_done(name, result)
+        if interrupted(result):
+            raise KeyboardInterrupt("SIGTERM")
     return outcome
 
 
@@ -152,10 +167,13 @@ def run_epoch(
         instance.add_dynamic_partitions(datanet_epoch_partitions.name, [key])
     job = build_defs(str(lake_root)).resolve_job_def("epoch_job")
     with _listening(progress):
-        return job.execute_in_process(
+        result = job.execute_in_process(
             partition_key=key,
             instance=instance,
             raise_on_error=False,
             run_config=run_config(log_level, progress),
             tags=process_tags(),
         )
+    if interrupted(result):
+        raise KeyboardInterrupt("SIGTERM")
+    return result
