@@ -75,6 +75,7 @@ ROW_REASONS = (
     "FIELD_TOO_LARGE",
 )
 
+HASH_PREFIX = "hash_prefix"
 META_SCHEMA = {
     "datanet": pl.String,
     "contributor": pl.String,
@@ -147,7 +148,7 @@ class Submission:
 def contributions_schema(spec: DatanetSpec) -> dict[str, pl.DataType]:
     """Columns of a Datanet's contributions table, in order (lake columns)."""
     typed = {c.identifier: c.polars_type() for c in spec.columns}
-    return {**META_SCHEMA, "row_hash": pl.String(), **typed}
+    return {**META_SCHEMA, "row_hash": pl.String(), HASH_PREFIX: pl.Int64(), **typed}
 
 
 def signing_message(
@@ -527,6 +528,33 @@ def row_hashes(typed: pl.DataFrame) -> pl.Series:
     return pl.Series("row_hash", row_leaf_hashes(typed.to_arrow()))
 
 
+def hash_prefix(row_hash: pl.Expr) -> pl.Expr:
+    """The first 8 bytes of a hex row hash as a signed int64: what duplicate detection
+    reads of the accepted rows (8 bytes a row, not 64), and what contributions files are
+    sorted by so the few rows a prefix matches are found in one row group."""
+    return (
+        row_hash.str.slice(0, 16)
+        .str.to_integer(base=16, dtype=pl.UInt64)
+        .reinterpret(signed=True)
+        .alias(HASH_PREFIX)
+    )
+
+
+# Who first submitted rows with these hashes: (row_hash, contributor, batch_id) of the
+# accepted rows among them (`ingest_datanet`'s view of the contributions before a run).
+KnownRows = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+def known_in(frame: pl.DataFrame) -> KnownRows:
+    """A `KnownRows` over accepted rows held in memory."""
+
+    def origins(candidates: pl.DataFrame) -> pl.DataFrame:
+        wanted = pl.col("row_hash").is_in(candidates["row_hash"].implode())
+        return frame.filter(wanted).select("row_hash", "contributor", "batch_id")
+
+    return origins
+
+
 # --- one run over a Datanet's inbox ----------------------------------------------------------
 
 
@@ -636,20 +664,22 @@ def _per_file(frame: pl.DataFrame) -> dict[int, int]:
 
 
 def split_duplicates(
-    known: pl.DataFrame, candidates: pl.DataFrame
+    known: KnownRows, candidates: pl.DataFrame
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(accepted, duplicates) of candidate rows in arrival order: a row is a duplicate when
-    its hash was accepted before (`known`) or appeared earlier among the candidates; the
-    duplicate names the first contributor and batch, who keep the credit."""
+    its hash was accepted before (`known` tells who first submitted it) or appeared
+    earlier among the candidates; the duplicate names the first contributor and batch,
+    who keep the credit."""
     hashes = candidates["row_hash"]
     first = hashes.is_first_distinct()
-    seen = hashes.is_in(known["row_hash"].implode())
+    before = known(candidates.filter(first))
+    seen = hashes.is_in(before["row_hash"].implode())
     accepted = candidates.filter(first & ~seen)
     repeated = pl.concat([candidates.filter(first & seen), candidates.filter(~first)])
     wanted = pl.col("row_hash").is_in(repeated["row_hash"].implode())  # few: join less
     origin = pl.concat(
         [
-            known.filter(wanted).select("row_hash", "contributor", "batch_id"),
+            before.filter(wanted),
             accepted.filter(wanted).select("row_hash", "contributor", "batch_id"),
         ]
     ).rename({"contributor": "first_contributor", "batch_id": "first_batch_id"})
@@ -685,15 +715,18 @@ def ingest_datanet(
     registered: Mapping[str, str],
     previous: IngestResult,
     progress: Callable[[int, int, Submission], None] | None = None,
+    known: KnownRows | None = None,
 ) -> IngestResult:
     """The new rows of each table from every submission not ingested before.
 
-    `previous` holds what is known: the accepted rows that came before (only `row_hash`,
-    `contributor` and `batch_id` are used, to credit duplicates to their first submitter)
-    and the batches already ingested; the result holds only what these submissions add,
-    for the log tables to append. Files are read one by one (a file may be rejected whole);
-    their rows are then stacked and validated, typed, hashed and split from duplicates all
-    at once, so the per-row work is a few vectorized passes whatever the number of files."""
+    `previous` holds what is known: the batches already ingested and the accepted rows
+    that came before (only `row_hash`, `contributor` and `batch_id` are used, to credit
+    duplicates to their first submitter) — or, instead of those rows, `known` answers who
+    first submitted a set of hashes (the lake's index, without reading every row). The
+    result holds only what these submissions add, for the log tables to append. Files are
+    read one by one (a file may be rejected whole); their rows are then stacked and
+    validated, typed, hashed and split from duplicates all at once, so the per-row work is
+    a few vectorized passes whatever the number of files."""
     pending = pending_submissions(submissions, previous.batches)
     names = [c.name for c in spec.columns]
     columns = [c.identifier for c in spec.columns]
@@ -737,8 +770,11 @@ def ingest_datanet(
     ] or [validate_rows(empty, [], spec)]
     good = _stacked([g for g, _ in checked])
     meta = _file_meta(pending)
-    candidates = _with_meta(good.with_columns(row_hashes(good.select(columns))), meta)
-    accepted, duplicates = split_duplicates(previous.contributions, candidates)
+    hashed = good.with_columns(row_hashes(good.select(columns)))
+    candidates = _with_meta(hashed.with_columns(hash_prefix(pl.col("row_hash"))), meta)
+    accepted, duplicates = split_duplicates(
+        known if known is not None else known_in(previous.contributions), candidates
+    )
     rows_out = ["row_index", "reason_code", "message", "payload"]
     quarantined = capped_payloads(
         _stacked(

@@ -18,8 +18,10 @@ from assets.datanets import DatanetSpec, SpecError, load_spec
 from assets.ingest import (
     BATCHES_SCHEMA,
     DUPLICATES_SCHEMA,
+    HASH_PREFIX,
     QUARANTINE_SCHEMA,
     IngestResult,
+    KnownRows,
     Submission,
     contributions_schema,
     ingest_datanet,
@@ -29,7 +31,7 @@ from assets.ingest import (
 from assets.layout import inbox_dir, registrations, spec_path, validation_sha256
 from assets.receipts import receipted_submissions
 from ledger.lake import Committed, Lake, LakeError
-from ledger.log import COMMIT
+from ledger.log import COMMIT, LedgerEntry
 from openledger_pipelines.ledgered import (
     ledger_check,
     ledger_check_specs,
@@ -76,34 +78,60 @@ def read_or_empty(
     return frame.select(list(schema)).cast(schema)  # type: ignore[union-attr,arg-type]
 
 
-def known_rows(store: Lake, table: str, pending: list[str]) -> pl.DataFrame:
-    """Who first submitted each accepted row: (row_hash, contributor, batch_id) of the
-    contributions, minus rows of the `pending` batches a crashed run may have appended
-    (a row is never a duplicate of its own batch)."""
-    columns = {"row_hash": pl.String, "contributor": pl.String, "batch_id": pl.String}
+def lake_known_rows(store: Lake, table: str, before: int | None) -> KnownRows:
+    """Who first submitted given hashes, from the contributions log: only the 8-byte
+    `hash_prefix` column is read to find candidates (all rows of it), then the few rows
+    whose prefix matches, from the row groups their sorted files put them in. Rows from
+    `before` on (appended by a run that died in its ingest step) do not count: a row is
+    never a duplicate of its own batch."""
+    empty = pl.DataFrame(
+        schema={"row_hash": pl.String, "contributor": pl.String, "batch_id": pl.String}
+    )
+    upto = pc.field("seq") < before if before is not None else None
     try:
-        rows = store.read(table, columns=list(columns))
+        prefixes = store.read(table, where=upto, columns=[HASH_PREFIX]).column(HASH_PREFIX)
     except LakeError:
-        return pl.DataFrame(schema=columns)
-    frame = pl.DataFrame(pl.from_arrow(rows))
-    return frame.filter(~pl.col("batch_id").is_in(pending)) if pending else frame
+        return lambda candidates: empty
+    known = pl.Series(HASH_PREFIX, prefixes.combine_chunks().to_numpy(zero_copy_only=False))
+
+    def origins(candidates: pl.DataFrame) -> pl.DataFrame:
+        hits = candidates.filter(pl.col(HASH_PREFIX).is_in(known.implode()))
+        if hits.height == 0:
+            return empty
+        wanted = pc.field(HASH_PREFIX).isin(hits[HASH_PREFIX].unique().to_list())
+        rows = store.read(
+            table,
+            where=wanted if upto is None else wanted & upto,
+            columns=["row_hash", "contributor", "batch_id"],
+        )
+        frame = pl.DataFrame(pl.from_arrow(rows))
+        return frame.filter(pl.col("row_hash").is_in(hits["row_hash"].implode()))
+
+    return origins
 
 
-def batches_landed(
+def unfinished_entry(
     store: Lake, datanet: str, table: str, partition: tuple[str, str] | None
-) -> set[str]:
-    """Batches whose rows a run that died before finishing its ingest step already
-    appended to `table`: the rows of the table's latest entry, when no `batches` entry
-    of the same Datanet came after it (`batches` is always appended last)."""
+) -> LedgerEntry | None:
+    """The latest entry of an ingest table when a run appended it and died before its
+    step appended `batches` (always last), so its batches do not count as ingested."""
     entry = store.ledger.latest(store.table_uri(table), partition[1] if partition else None)
     if entry is None or table == "batches" or entry.old_row_count == entry.row_count:
-        return set()
+        return None
     done = [
         e
         for e in store.ledger.entries_of(store.table_uri("batches"), datanet)
         if e.entry_type == COMMIT  # a rollback of `batches` finishes no step
     ]
-    if done and done[-1].seq > entry.seq:
+    return None if done and done[-1].seq > entry.seq else entry
+
+
+def batches_landed(
+    store: Lake, datanet: str, table: str, partition: tuple[str, str] | None
+) -> set[str]:
+    """Batches whose rows a run that died in its ingest step already appended to `table`."""
+    entry = unfinished_entry(store, datanet, table, partition)
+    if entry is None:
         return set()
     added = store.read(
         table,
@@ -156,14 +184,16 @@ def ingest_step(
             "receipted file"
         )
     pending = pending_submissions(submissions, done)
-    pending_ids = sorted({sub.batch_id for sub in pending})
+    table = contributions_table(datanet)
+    unfinished = unfinished_entry(store, datanet, table, None)
     previous = IngestResult(
-        contributions=known_rows(store, contributions_table(datanet), pending_ids),
+        contributions=pl.DataFrame(schema=contributions_schema(spec)),
         quarantine=pl.DataFrame(schema=QUARANTINE_SCHEMA),
         duplicates=pl.DataFrame(schema=DUPLICATES_SCHEMA),
         batches=done,
     )
-    result = ingest_datanet(spec, pending, keys, previous, progress)
+    known = lake_known_rows(store, table, unfinished.old_row_count if unfinished else None)
+    result = ingest_datanet(spec, pending, keys, previous, progress, known)
     committed = {}
     for name in INGEST_OUTPUTS:  # `batches` last: it marks a file done
         table = TABLES[name]
