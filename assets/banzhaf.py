@@ -13,14 +13,16 @@ paper shows this ranking is the most stable of all semivalues when utilities are
 U(N) − U(∅)), so it ranks and audits contributors; payouts stay on Shapley values.
 
 Determinism: every set comes from one seeded generator in the main process, utilities are
-evaluated in fixed batches (in worker processes with `valuation.worker_pool`), and the
-stopping rule is checked only between batches: results depend on the seed and the batch
-size, not on the number of workers.
+evaluated in fixed batches (in worker processes or on a Dask cluster,
+`valuation.evaluation_pool`), and the stopping rule is checked only between batches:
+results depend on the seed and the batch size, not on the workers or where they run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from contextlib import ExitStack
 
 import numpy as np
 
@@ -29,11 +31,11 @@ from assets.valuation import (
     Utility,
     ValuationResult,
     evaluate_many,
+    evaluation_pool,
     every_utility,
     mask_of_flags,
     member_flags,
     running_mean_var,
-    worker_pool,
 )
 
 
@@ -70,6 +72,7 @@ def msr_banzhaf(
     sets_per_batch: int = 16,
     workers: int = 1,
     utility_factory: Callable[[], Utility] | None = None,
+    pool: Executor | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> ValuationResult:
     """MSR Banzhaf: uniform random coalitions, each updating every player.
@@ -77,14 +80,16 @@ def msr_banzhaf(
     A player's standard error is that of a difference of two independent means (sets with
     and without it). Stops between batches when every z·SE is within the half-width with at
     least `min_pairs` sets on each side of every player, or when the rule stops (budget of
-    fits, deadline). `counts` holds, per player, the sets on its smaller side.
+    fits, deadline). `counts` holds, per player, the sets on its smaller side. Utilities are
+    evaluated in `pool` when given, else in `workers` processes (`valuation.evaluation_pool`).
     """
     g = len(players)
     rng = np.random.default_rng(seed)
     total_in, square_in, count_in = np.zeros(g), np.zeros(g), np.zeros(g, dtype=np.int64)
     total_out, square_out, count_out = np.zeros(g), np.zeros(g), np.zeros(g, dtype=np.int64)
     calls, worker_fits = 0, 0
-    pool = worker_pool(workers, utility_factory)
+    stack = ExitStack()  # a local pool made here is shut down at the end
+    pool = stack.enter_context(evaluation_pool(pool, workers, utility_factory))
     try:
         u_all, u_empty = utility((1 << g) - 1), utility(0)
         calls += 2
@@ -125,8 +130,7 @@ def msr_banzhaf(
             # the last batch stops at the budget
             batch_size = min(sets_per_batch, stopping.max_evaluations - len(seen))
     finally:
-        if pool is not None:
-            pool.shutdown()
+        stack.close()
     if len(seen) == 1 << g:  # every coalition evaluated: the exact values, for free
         exact = exact_banzhaf(seen.__getitem__, players)
         estimate, std_errors, claimed = exact.values, exact.std_errors, True

@@ -28,8 +28,9 @@ once a size is enumerated; a size with no set yet takes b·X's contrast instead 
 
 Determinism: all sets come from one seeded generator in the main process; the adaptive
 size choice reads only finished batches; utilities are evaluated in fixed-size batches (in
-worker processes with `valuation.worker_pool`) and the stopping rule is only checked
-between batches. So results depend on the seed and the batch size, not on the workers.
+worker processes or on a Dask cluster, `valuation.evaluation_pool`) and the stopping rule is
+only checked between batches. So results depend on the seed and the batch size, not on the
+workers or where they run.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import ExitStack
 from typing import Literal
 
 import numpy as np
@@ -47,9 +50,9 @@ from assets.valuation import (
     Utility,
     ValuationResult,
     evaluate_many,
+    evaluation_pool,
     member_flags,
     running_mean_var,
-    worker_pool,
 )
 
 ENUMERATE_UP_TO = 20_000
@@ -377,6 +380,7 @@ def svarm_shapley(
     sets_per_batch: int = 16,
     workers: int = 1,
     utility_factory: Callable[[], Utility] | None = None,
+    pool: Executor | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> ValuationResult:
     """Stratified SVARM with exact strata, sampling without replacement, a control variate
@@ -391,7 +395,8 @@ def svarm_shapley(
     gets a set); `allocation` picks sizes adaptively ("neyman") or from the paper's
     distribution ("paper"); `control` regresses U on the singletons' feature within each
     size (module docstring). `counts` is the number of sets evaluated: each one updates
-    every player.
+    every player. Utilities are evaluated in `pool` when given (an executor whose workers
+    hold the utility), else in `workers` local processes built from `utility_factory`.
     """
     n = len(players)
     rng = np.random.default_rng(seed)
@@ -402,7 +407,8 @@ def svarm_shapley(
     stream = sampler.stream()
     batch = sampler.exact_strata()
     evaluations, sampled, worker_fits, first = 1, 0, 0, True
-    pool = worker_pool(workers, utility_factory)
+    stack = ExitStack()  # a local pool made here is shut down at the end
+    pool = stack.enter_context(evaluation_pool(pool, workers, utility_factory))
     u_all = float("nan")
     try:
         while True:
@@ -433,8 +439,7 @@ def svarm_shapley(
             sampler.urgent = strata.empty_sizes() if claimed else set()
             batch = list(itertools.islice(stream, min(sets_per_batch, room)))
     finally:
-        if pool is not None:
-            pool.shutdown()
+        stack.close()
     return ValuationResult(
         list(players),
         estimate,

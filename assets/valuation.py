@@ -238,12 +238,46 @@ def _scan(
     return marginal, evaluated, evaluated  # (marginals, utility calls, players reached)
 
 
-_WORKER_UTILITY: Utility | None = None
+_WORKER_UTILITY: Utility | None = None  # a local worker process's own, set at its start
+_BOUND = threading.local()  # a utility bound to this thread for one task (cluster workers)
 
 
 def _init_worker(factory: Callable[[], Utility]) -> None:
     global _WORKER_UTILITY
     _WORKER_UTILITY = factory()
+
+
+@contextmanager
+def bound_utility(utility: Utility) -> Iterator[None]:
+    """Make `utility` the one this thread's worker tasks use, for the duration: a cluster
+    worker may serve several runs, so its utility goes with the task, not the process."""
+    previous = getattr(_BOUND, "utility", None)
+    _BOUND.utility = utility
+    try:
+        yield
+    finally:
+        _BOUND.utility = previous
+
+
+def worker_utility() -> Utility:
+    """The utility a worker task evaluates: bound to its thread (`bound_utility`), else the
+    one its local worker process built at start."""
+    utility = getattr(_BOUND, "utility", None)
+    if utility is None:
+        utility = _WORKER_UTILITY
+    if utility is None:
+        raise RuntimeError("no utility in this worker: not a pool from `worker_pool` or dask_pool")
+    return utility
+
+
+def process_pool(workers: int, utility_factory: Callable[[], Utility]) -> ProcessPoolExecutor:
+    """`workers` local processes that each build their own utility once, at start."""
+    return ProcessPoolExecutor(  # spawn: LightGBM's OpenMP state must not be forked
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(utility_factory,),
+    )
 
 
 def worker_pool(
@@ -258,24 +292,40 @@ def worker_pool(
         return None
     if utility_factory is None:
         raise ValueError("workers > 1 needs a utility_factory to build utilities in workers")
-    return ProcessPoolExecutor(  # spawn: LightGBM's OpenMP state must not be forked
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(utility_factory,),
-    )
+    return process_pool(workers, utility_factory)
+
+
+@contextmanager
+def evaluation_pool(
+    pool: Executor | None, workers: int, utility_factory: Callable[[], Utility] | None
+) -> Iterator[Executor | None]:
+    """The caller's executor as it is (the caller shuts it down), or else a local
+    `worker_pool`, shut down here with the evaluations still queued cancelled.
+
+    Any `concurrent.futures.Executor` whose tasks find their utility with
+    `worker_utility` will do: the estimators only submit, map and read futures in the
+    order they drew the work, so what runs the tasks cannot change the results."""
+    if pool is not None:
+        yield pool
+        return
+    local = worker_pool(workers, utility_factory)
+    try:
+        yield local
+    finally:
+        if local is not None:
+            local.shutdown(cancel_futures=True)
 
 
 def _evaluate_in_worker(mask: int) -> tuple[float, int]:
     """U(mask) in a worker, plus the model fits it cost there (counted in the result)."""
-    assert _WORKER_UTILITY is not None
-    before = getattr(_WORKER_UTILITY, "fits", 0)
-    value = _WORKER_UTILITY(mask)
-    return value, getattr(_WORKER_UTILITY, "fits", 0) - before
+    utility = worker_utility()
+    before = getattr(utility, "fits", 0)
+    value = utility(mask)
+    return value, getattr(utility, "fits", 0) - before
 
 
 def evaluate_many(
-    utility: Utility, masks: Sequence[int], pool: ProcessPoolExecutor | None
+    utility: Utility, masks: Sequence[int], pool: Executor | None
 ) -> tuple[list[float], int]:
     """Utilities of `masks` in order, in the pool when there is one; (values, worker fits)."""
     if pool is None:
@@ -288,15 +338,15 @@ def _scan_in_worker(
     args: tuple[np.ndarray, float, float, float],
 ) -> tuple[np.ndarray, int, int, int]:
     """`_scan` in a worker, plus the model fits it cost there (counted in the result)."""
-    assert _WORKER_UTILITY is not None
-    before = getattr(_WORKER_UTILITY, "fits", 0)
-    marginal, calls, reached = _scan(_WORKER_UTILITY, *args)
-    return marginal, calls, reached, getattr(_WORKER_UTILITY, "fits", 0) - before
+    utility = worker_utility()
+    before = getattr(utility, "fits", 0)
+    marginal, calls, reached = _scan(utility, *args)
+    return marginal, calls, reached, getattr(utility, "fits", 0) - before
 
 
 def scanned_batches(
     utility: Utility,
-    pool: ProcessPoolExecutor | None,
+    pool: Executor | None,
     draw_batch: Callable[[], list[tuple]],
     lookahead: int,
 ) -> Iterator[tuple[list[tuple], list[tuple]]]:
@@ -306,20 +356,25 @@ def scanned_batches(
     `lookahead` scans in flight): truncated scans differ in length, and waiting for the
     longest of each batch left a worker idle about a third of the time. Batches are drawn
     and returned in the same order with or without a pool, so results do not depend on
-    it; the caller shuts the pool down with `cancel_futures` when it stops, and scans
-    still running then are discarded.
+    it. Closing the generator (the caller stops) cancels the scans still queued; those
+    already running finish and are discarded.
     """
     if pool is None:
         while True:
             jobs = draw_batch()
             yield jobs, [_scan(utility, *job) for job in jobs]
     pending: deque[tuple[list[tuple], list[Future]]] = deque()
-    while True:
-        while not pending or sum(len(jobs) for jobs, _ in pending) < lookahead:
-            jobs = draw_batch()
-            pending.append((jobs, [pool.submit(_scan_in_worker, job) for job in jobs]))
-        jobs, futures = pending.popleft()
-        yield jobs, [future.result() for future in futures]
+    try:
+        while True:
+            while not pending or sum(len(jobs) for jobs, _ in pending) < lookahead:
+                jobs = draw_batch()
+                pending.append((jobs, [pool.submit(_scan_in_worker, job) for job in jobs]))
+            jobs, futures = pending.popleft()
+            yield jobs, [future.result() for future in futures]
+    finally:
+        for _, futures in pending:
+            for future in futures:
+                future.cancel()
 
 
 def permutation_shapley(
@@ -332,6 +387,7 @@ def permutation_shapley(
     pairs_per_batch: int = 8,
     workers: int = 1,
     utility_factory: Callable[[], Utility] | None = None,
+    pool: Executor | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     exact_first: bool = False,
     position_model: bool = True,
@@ -341,7 +397,9 @@ def permutation_shapley(
     Each sample is a pair (π, reversed π); a player's estimate averages, over pairs, the
     mean of its two marginal contributions, and its standard error is the standard
     deviation of those pair means over √pairs. With `workers > 1`, permutations are scanned
-    in worker processes that each build their own utility with `utility_factory`.
+    in worker processes that each build their own utility with `utility_factory`; or in
+    `pool`, an executor whose workers hold the utility already (`evaluation_pool`; then
+    `workers` only sizes how many scans run ahead).
 
     `exact_first` evaluates every player alone first (G utilities, small fits) and uses the
     first position as a control variate with a known mean (`first_position_control`): at
@@ -366,7 +424,8 @@ def permutation_shapley(
     reached = np.zeros(g, dtype=np.int64)
     worker_fits = 0
     pairs = 0
-    pool = worker_pool(workers, utility_factory)
+    stack = ExitStack()  # closed last to first: queued scans cancelled, then a local pool
+    pool = stack.enter_context(evaluation_pool(pool, workers, utility_factory))
     alone: np.ndarray | None = None
     model: PositionModel | None = None  # fitted on every batch so far
     after_hold: PositionModel | None = None  # fitted on the batches after the held ones
@@ -428,7 +487,8 @@ def permutation_shapley(
             perms = [rng.permutation(g) for _ in range(pairs_per_batch)]
             return [(p, u_all, u_empty, truncation) for q in perms for p in (q, q[::-1].copy())]
 
-        for jobs, scanned in scanned_batches(utility, pool, draw_batch, lookahead=2 * workers):
+        batches = scanned_batches(utility, pool, draw_batch, lookahead=2 * workers)
+        for jobs, scanned in stack.enter_context(closing(batches)):
             for job, outcome in zip(jobs, scanned, strict=True):
                 reached[job[0][: outcome[2]]] += 1  # players actually evaluated
                 evaluations += outcome[1]
@@ -459,8 +519,7 @@ def permutation_shapley(
             if stop:
                 break
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        stack.close()
     return ValuationResult(
         list(players),
         mean,
