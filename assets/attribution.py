@@ -6,8 +6,12 @@ and `assets.knn_shapley` (docs/attribution.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from functools import partial
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -19,9 +23,12 @@ from assets.knn_shapley import knn_shapley, standardize
 from assets.svarm import fits_to_converge, svarm_shapley
 from assets.training import feature_matrix, label_vector
 from assets.valuation import (
+    DASK_SCHEDULER_ENV,
     DatanetUtility,
     StoppingRule,
+    Utility,
     ValuationResult,
+    evaluation_pool,
     exact_shapley,
     permutation_shapley,
 )
@@ -63,6 +70,29 @@ def build_utility(
     )
 
 
+def scheduler_address(environ: Mapping[str, str] | None = None) -> str | None:
+    """The Dask scheduler valuation fits go to (`OPENLEDGER_DASK_SCHEDULER`), or None for
+    local processes: the one setting that moves them, read here and passed down."""
+    address = (os.environ if environ is None else environ).get(DASK_SCHEDULER_ENV, "")
+    return address.strip() or None
+
+
+@contextmanager
+def valuation_pool(
+    workers: int, factory: Callable[[], Utility], scheduler: str | None
+) -> Iterator[tuple[Executor | None, int]]:
+    """(executor, fits at once) for one run: the Dask cluster at `scheduler`, else
+    `workers` local processes (no executor for one: fits run in this process)."""
+    if scheduler is None:
+        with evaluation_pool(None, workers, factory) as pool:
+            yield pool, workers
+        return
+    from assets.dask_pool import dask_pool  # imports `distributed` (a second) only if used
+
+    with dask_pool(scheduler, factory) as cluster:
+        yield cluster, cluster.max_workers
+
+
 def value_contributors(
     spec: DatanetSpec,
     rows: pl.DataFrame,
@@ -71,51 +101,55 @@ def value_contributors(
 ) -> ValuationResult:
     """Shapley value of each contributor of the training rows.
 
-    Exact when few enough; otherwise the policy's Monte Carlo method. Stratified SVARM
-    needs its start (∅, all, every contributor alone) and then enough sets of every size
-    before it can converge (`fits_to_converge`, ~2G ln G); when the budget is smaller,
-    permutations are used instead (their truncated scans train on small coalitions only,
-    and at 1,000 contributors they shrink the errors where SVARM's stay flat), and
-    `result.method` says so. Method "banzhaf"
-    gives Banzhaf values instead (exact, then MSR sampling): not Shapley values.
+    Exact when few enough; otherwise the policy's Monte Carlo method (`sampled_values`),
+    its fits on local processes or on the Dask cluster `scheduler_address` names.
+    Method "banzhaf" gives Banzhaf values instead (exact, then MSR sampling): not Shapley
+    values.
     """
     players = sorted(set(rows["contributor"]))
     utility = build_utility(spec, rows, validation, players)
     policy = spec.valuation
-    rule = StoppingRule(policy.half_width, policy.z, policy.max_evaluations)
-    factory = partial(build_utility, spec, rows, validation, players)
-    sampling = {  # what every Monte Carlo estimator takes alike
-        "seed": policy.seed,
-        "workers": policy.workers,
-        "utility_factory": factory,
-        "progress": progress,
-    }
-    if policy.method == "banzhaf":
-        result = (
-            exact_banzhaf(utility, players)
-            if len(players) <= policy.exact_max_players
-            else msr_banzhaf(
-                utility, players, rule, sets_per_batch=policy.sets_per_batch, **sampling
-            )
-        )
-    elif len(players) <= policy.exact_max_players:
-        result = exact_shapley(utility, players)
-    elif policy.method == "svarm" and fits_to_converge(len(players)) <= policy.max_evaluations:
-        result = svarm_shapley(
-            utility, players, rule, sets_per_batch=policy.sets_per_batch, **sampling
-        )
+    if len(players) <= policy.exact_max_players:
+        exact = exact_banzhaf if policy.method == "banzhaf" else exact_shapley
+        result = exact(utility, players)
     else:
-        result = permutation_shapley(
-            utility,
-            players,
-            rule,
-            truncation=policy.truncation,
-            pairs_per_batch=policy.pairs_per_batch,
-            exact_first=policy.exact_first,
-            **sampling,
-        )
+        factory = partial(build_utility, spec, rows, validation, players)
+        with valuation_pool(policy.workers, factory, scheduler_address()) as (pool, workers):
+            sampling = {"seed": policy.seed, "workers": workers, "pool": pool, "progress": progress}
+            result = sampled_values(spec, utility, players, sampling)
     result.notes["fits"] = utility.fits + result.notes.get("worker_fits", 0)
     return result
+
+
+def sampled_values(
+    spec: DatanetSpec, utility: Utility, players: list[str], sampling: dict[str, Any]
+) -> ValuationResult:
+    """The policy's Monte Carlo estimate; `sampling` (seed, workers, pool, progress) goes
+    to every estimator alike.
+
+    Stratified SVARM needs its start (∅, all, every contributor alone) and then enough
+    sets of every size before it can converge (`fits_to_converge`, ~2G ln G); when the
+    budget is smaller, permutations are used instead (their truncated scans train on small
+    coalitions only, and at 1,000 contributors they shrink the errors where SVARM's stay
+    flat), and `result.method` says so.
+    """
+    policy = spec.valuation
+    rule = StoppingRule(policy.half_width, policy.z, policy.max_evaluations)
+    if policy.method == "banzhaf":
+        return msr_banzhaf(utility, players, rule, sets_per_batch=policy.sets_per_batch, **sampling)
+    if policy.method == "svarm" and fits_to_converge(len(players)) <= policy.max_evaluations:
+        return svarm_shapley(
+            utility, players, rule, sets_per_batch=policy.sets_per_batch, **sampling
+        )
+    return permutation_shapley(
+        utility,
+        players,
+        rule,
+        truncation=policy.truncation,
+        pairs_per_batch=policy.pairs_per_batch,
+        exact_first=policy.exact_first,
+        **sampling,
+    )
 
 
 def values_table(

@@ -16,16 +16,19 @@ In the spirit of pyDVL, the pieces are separate objects:
 
 Determinism: permutations come from a seeded generator in fixed-size batches, the stopping
 rule is checked only between batches, and each utility is deterministic, so the result is
-the same whatever the number of worker processes.
+the same whatever the number of worker processes, or the executor they run in (a local
+process pool, or a Dask cluster through `assets.dask_pool`).
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
@@ -35,6 +38,7 @@ from assets.datanets import DatanetSpec
 from assets.training import bounded_metric, lgb_params, n_classes, predict
 
 Utility = Callable[[int], float]
+DASK_SCHEDULER_ENV = "OPENLEDGER_DASK_SCHEDULER"  # set: fits run on that Dask cluster
 MIN_FIT = 4  # degrees of freedom a control-variate slope needs (else pooled, else 0)
 HOLD_RELEASE = 4  # held permutations join once later ones outnumber them this many times
 

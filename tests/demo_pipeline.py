@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
+from assets.attribution import build_utility
+from assets.demo_data import demo_spec
+from assets.validation import validation_set
 from ledger.lake import Lake
 from openledger_pipelines.demo import prepare_demo, serve_demo_queries
 from openledger_pipelines.runner import run_datanets
@@ -24,6 +28,15 @@ def build_demo_lake(root: Path, queries: int = 3) -> Lake:
         serve_demo_queries(lake, queries=queries)
         assert all(run_datanets(root, instance, assets=INFERENCE_ASSETS).values())
     return lake
+
+
+def wine_utility_factory(demo: Lake) -> tuple[list[str], partial]:
+    """The wine demo's contributors and a factory of their utility (for worker processes)."""
+    spec = demo_spec("wine")
+    rows = pl.from_arrow(demo.read("contributions_wine"))
+    players = sorted(set(rows["contributor"]))
+    valid = validation_set(spec, Path(demo.root) / "specs")
+    return players, partial(build_utility, spec, rows, valid, players)
 
 
 def commit_forged_rewards(lake: Lake, datanet_epoch: str, amount: pl.Expr) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from demo_pipeline import build_demo_lake
+from demo_pipeline import build_demo_lake, wine_utility_factory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis_budget import examples
@@ -583,15 +583,6 @@ def test_planted_behaviours_rank_as_expected(demo: Lake, datanet: str) -> None:
         sorted(value),
     )
     assert total == pytest.approx(utility((1 << len(value)) - 1) - utility(0), abs=1e-9)
-
-
-def wine_utility_factory(demo: Lake) -> tuple[list[str], partial]:
-    """The wine demo's contributors and a factory of their utility (for worker processes)."""
-    spec = demo_spec("wine")
-    rows = pl.from_arrow(demo.read("contributions_wine"))
-    players = sorted(set(rows["contributor"]))
-    valid = validation_set(spec, Path(demo.root) / "specs")
-    return players, partial(build_utility, spec, rows, valid, players)
 
 
 @pytest.mark.parametrize("exact_first", [False, True])
