@@ -29,6 +29,19 @@ run_monitoring:
 telemetry:
   enabled: false
 """
+# Selects the Postgres instance (docs/deploy.md): SQLAlchemy's URL with dagster-postgres's
+# driver, postgresql+psycopg2://user:password@host:port/database (SQLAlchemy 2.1 reads a
+# bare postgresql:// as psycopg 3, which is not installed). Unset: SQLite in DAGSTER_HOME.
+PG_URL_ENV = "OPENLEDGER_DAGSTER_PG_URL"
+PG_URL_SCHEME = "postgresql+psycopg2://"
+# Run, event-log and schedule storage on Postgres; the URL is read from the environment
+# by whoever opens the instance (CLI, webserver, daemon, run workers), never written here.
+POSTGRES_STORAGE = f"""\
+storage:
+  postgres:
+    postgres_url:
+      env: {PG_URL_ENV}
+"""
 # Tags of runs the CLI executes in its own process: whose process that is.
 PID_TAG, HOST_TAG = "openledger/pid", "openledger/host"
 LIVE_STATUSES = [
@@ -38,13 +51,45 @@ LIVE_STATUSES = [
 ]
 
 
+class InstanceSettingError(ValueError):
+    """The instance settings cannot be used as they are: a URL without the driver, or a
+    DAGSTER_HOME whose dagster.yaml keeps the other kind of storage."""
+
+
+def dagster_yaml(postgres: bool) -> str:
+    """The dagster.yaml openledger writes: SQLite (the embedded default) or Postgres."""
+    return DAGSTER_YAML + (POSTGRES_STORAGE if postgres else "")
+
+
 def dagster_home(lake_root: Path) -> Path:
-    """$DAGSTER_HOME, else `<lake>/dagster_home`, created with its dagster.yaml."""
+    """$DAGSTER_HOME, else `<lake>/dagster_home`, created with its dagster.yaml: storage on
+    Postgres when $OPENLEDGER_DAGSTER_PG_URL is set, else SQLite in the folder.
+
+    A dagster.yaml openledger wrote for the other kind is refused, not rewritten: runs
+    recorded there would silently vanish from view. One edited by hand is used as it is."""
     home = Path(os.environ.get("DAGSTER_HOME") or lake_root / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
+    url = os.environ.get(PG_URL_ENV, "")
+    postgres = bool(url)
+    if postgres and not url.startswith(PG_URL_SCHEME):
+        scheme = url.split("://", 1)[0] + "://" if "://" in url else "no scheme"
+        raise InstanceSettingError(
+            f"{PG_URL_ENV} must start with {PG_URL_SCHEME} (dagster-postgres's driver), "
+            f"not {scheme}"
+        )
     if not config.exists():
-        config.write_text(DAGSTER_YAML, encoding="utf-8")
+        config.write_text(dagster_yaml(postgres), encoding="utf-8")
+        return home
+    written = config.read_text(encoding="utf-8")
+    if written == dagster_yaml(not postgres):
+        have, want = ("SQLite", "Postgres") if postgres else ("Postgres", "SQLite")
+        raise InstanceSettingError(
+            f"{config} keeps the Dagster instance in {have}, but {PG_URL_ENV} is "
+            f"{'set' if postgres else 'unset'} ({want}): "
+            + (f"unset {PG_URL_ENV}" if postgres else f"set {PG_URL_ENV}")
+            + " or use another DAGSTER_HOME"
+        )
     return home
 
 

@@ -10,10 +10,13 @@ blob that replays it. `thorough` raises max_examples 20-fold, and `examples(n)` 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from services import Postgres, postgres_server
 
 from ledger.lake import Lake
 
@@ -42,3 +45,17 @@ def demo_lake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.exit_code == 0, result.output
     assert "verify: OK" in result.output
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server (Debian's `postgresql`) on loopback, for this test process."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: Postgres, request: pytest.FixtureRequest) -> str:
+    """The URL of a new, empty database on that server, for one test."""
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    return postgres.create_database(name)
