@@ -1,5 +1,5 @@
 """Valuation fits on a Dask distributed cluster, behind the `concurrent.futures.Executor`
-interface every estimator already uses (docs/attribution.md, "Valuation on a Dask cluster").
+interface every estimator already uses (docs/deploy.md, "Valuation on a Dask cluster").
 
 The utility's data go to each worker once per run: the utility factory (the coalition
 rows, the validation set, the spec) travels in a worker plugin registered for the run

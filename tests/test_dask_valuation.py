@@ -1,6 +1,6 @@
 """Valuation on a Dask cluster: a `LocalCluster` of 2 worker processes over TCP on loopback
 gives the same values, standard errors and counts as the local pool and one process, and
-gets the utility's data once per worker per run (docs/attribution.md)."""
+gets the utility's data once per worker per run (docs/deploy.md)."""
 
 from __future__ import annotations
 

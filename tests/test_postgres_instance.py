@@ -1,4 +1,4 @@
-"""The Dagster instance on Postgres (issue 17): with
+"""The Dagster instance on Postgres (issue 17, docs/deploy.md): with
 $OPENLEDGER_DAGSTER_PG_URL set, the CLI, the webserver and the daemon share one instance
 whose run, event-log and schedule storage live in a real PostgreSQL server (Debian's
 `postgresql`, started by the `postgres` fixture). A CLI run, a sensor tick with the run it
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -183,3 +184,9 @@ def test_an_instance_of_the_other_kind_is_refused_in_one_line(
     result = CliRunner().invoke(app, ["run", "--lake", str(tmp_path / "other")])
     assert result.exit_code != 0
     assert f"{PG_URL_ENV} must start with postgresql+psycopg2://" in result.output
+
+
+def test_deploy_doc_shows_the_dagster_yaml_openledger_writes() -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M)
+    assert dagster_yaml(postgres=True) in blocks
