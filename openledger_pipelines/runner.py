@@ -13,6 +13,7 @@ import dagster as dg
 
 from assets.layout import spec_names
 from assets.names import epoch_key
+from ledger.storage import LakePath
 from openledger_pipelines.definitions import build_defs
 from openledger_pipelines.partitions import datanet_epoch_partitions, datanet_partitions
 from openledger_pipelines.progress import PROGRESS_LOGGER, Listener, listening
@@ -38,9 +39,14 @@ LIVE_STATUSES = [
 ]
 
 
-def dagster_home(lake_root: Path) -> Path:
-    """$DAGSTER_HOME, else `<lake>/dagster_home`, created with its dagster.yaml."""
-    home = Path(os.environ.get("DAGSTER_HOME") or lake_root / "dagster_home").resolve()
+def dagster_home(lake_root: Path | LakePath) -> Path:
+    """$DAGSTER_HOME, else `<lake>/dagster_home` for a local lake (for a lake on object
+    storage: `~/.openledger/dagster/<bucket>/<prefix>`), created with its dagster.yaml."""
+    base = lake_root.local() if isinstance(lake_root, LakePath) else lake_root
+    if base is None:
+        location = lake_root.files.location  # type: ignore[union-attr]
+        base = Path.home() / ".openledger" / "dagster" / location.bucket / location.prefix
+    home = Path(os.environ.get("DAGSTER_HOME") or base / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
@@ -48,7 +54,7 @@ def dagster_home(lake_root: Path) -> Path:
     return home
 
 
-def persistent_instance(lake_root: Path) -> dg.DagsterInstance:
+def persistent_instance(lake_root: Path | LakePath) -> dg.DagsterInstance:
     """The instance at dagster_home(lake_root): the one `dagster dev` shows."""
     return dg.DagsterInstance.from_config(str(dagster_home(lake_root)))
 
