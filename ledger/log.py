@@ -223,14 +223,18 @@ class Ledger:
         if actions.num_rows == 0:
             return LEDGER_SCHEMA.empty_table()
         keep = may_hold(actions)
-        paths = [
-            f"{self.uri}/{p}" for p, k in zip(actions["path"].to_pylist(), keep, strict=True) if k
-        ]
+        paths = [p for p, k in zip(actions["path"].to_pylist(), keep, strict=True) if k]
         if not paths:
             return LEDGER_SCHEMA.empty_table() if columns is None else pa.table({})
         import pyarrow.dataset as ds
 
-        found = ds.dataset(paths, format="parquet").to_table(columns=columns, filter=condition)
+        if "://" in self.uri:  # object storage: through delta-rs's own store and settings
+            files = ds.dataset(
+                paths, filesystem=dt.to_pyarrow_dataset().filesystem, format="parquet"
+            )
+        else:
+            files = ds.dataset([f"{self.uri}/{p}" for p in paths], format="parquet")
+        found = files.to_table(columns=columns, filter=condition)
         if columns is not None:
             return found
         return found.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
