@@ -92,11 +92,13 @@ def commit(
     *,
     datanet: str,
     partition: str | None = None,
+    after: int | None = None,
     run_id: str,
     code_version: str,
 ) -> Committed:
     """Write or append a catalogued table's rows for one Datanet (its partition
-    `partition`, default the Datanet) and ledger them, as the catalog says."""
+    `partition`, default the Datanet) and ledger them, as the catalog says; `after`: see
+    `Lake.append` (logs only)."""
     spec = TABLES[name]
     part = (spec.partition, partition or datanet) if spec.partition else None
     if spec.kind == LOG:
@@ -106,6 +108,7 @@ def commit(
             asset_key=name,
             partition=part,
             cluster_by=spec.cluster_by,
+            after=after,
             run_id=run_id,
             code_version=code_version,
         )

@@ -21,6 +21,7 @@ from assets.ingest import read_strict
 from assets.layout import INFERENCE_LOG, inside
 from assets.training import feature_matrix, load_model, predict
 from ledger.commitment import row_leaf_hashes
+from ledger.storage import lake_dir
 
 INFERENCES_SCHEMA = {
     "datanet": pl.String,
@@ -90,7 +91,7 @@ def serve(
 
 def write_log(root: Path, datanet: str, served: pl.DataFrame) -> Path:
     """Append a log file of served inferences (never rewritten)."""
-    folder = inside(root, INFERENCE_LOG, datanet)
+    folder = inside(lake_dir(root), INFERENCE_LOG, datanet)
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     served.write_parquet(buffer)
@@ -102,11 +103,11 @@ def write_log(root: Path, datanet: str, served: pl.DataFrame) -> Path:
 
 def read_logs(root: Path, datanet: str) -> pl.DataFrame:
     """Every logged inference of a Datanet, in a stable order."""
-    folder = inside(root, INFERENCE_LOG, datanet)
+    folder = inside(lake_dir(root), INFERENCE_LOG, datanet)
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
         return pl.DataFrame(schema=INFERENCES_SCHEMA)
-    frames = [pl.read_parquet(f).cast(INFERENCES_SCHEMA) for f in files]  # type: ignore[arg-type]
+    frames = [pl.read_parquet(io.BytesIO(f.read_bytes())).cast(INFERENCES_SCHEMA) for f in files]  # type: ignore[arg-type]
     return pl.concat(frames).unique("inference_id", keep="first").sort("served_at", "inference_id")
 
 

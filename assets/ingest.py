@@ -20,6 +20,7 @@ file already ingested for the same contributor changes nothing.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -36,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from assets.datanets import Column, DatanetSpec, SpecError, check_contributor_id
 from ledger.commitment import row_leaf_hashes
 from ledger.hashing import sha256_binary
+from ledger.storage import LakePath
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_VERSION = 2  # manifests without a `version` field are version 1
@@ -163,12 +165,8 @@ def signing_message(
     return ("openledger-contribution/v2\n" + "".join(f"{f}\n" for f in fields)).encode()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(path: Path | LakePath) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- the inbox -----------------------------------------------------------------------------
@@ -303,7 +301,7 @@ def read_text_columns(path: Path, max_bytes: int) -> tuple[pl.DataFrame, pl.Data
     fmt = FORMATS[suffix]
     try:
         if fmt == "parquet":
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(io.BytesIO(path.read_bytes()))
             frame = frame.select(pl.all().cast(pl.String))
         else:
             data = path.read_bytes()

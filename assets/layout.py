@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from assets.datanets import (
@@ -38,10 +39,10 @@ from assets.receipts import (
     Clock,
     append_receipts,
     read_receipts,
-    receipts_lock,
     utc_now,
 )
-from ledger.lake import Lake
+from ledger.lake import Lake, until_current
+from ledger.storage import LakePath, lake_dir
 
 INBOX = "inbox"
 REGISTRY = "registry"
@@ -51,8 +52,13 @@ VALIDATION = "validation"
 SAFE_FILE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def inside(root: Path, *parts: str) -> Path:
+def inside(root: Path | LakePath, *parts: str) -> Path | LakePath:
     """root/parts, refusing anything that resolves outside root."""
+    if isinstance(root, LakePath):
+        try:
+            return root.joinpath(*parts)
+        except ValueError:
+            raise SpecError(f"path {'/'.join(parts)!r} escapes the lake root {root}") from None
     base = root.resolve()
     path = base.joinpath(*parts).resolve()
     if not path.is_relative_to(base):
@@ -60,22 +66,23 @@ def inside(root: Path, *parts: str) -> Path:
     return path
 
 
-def spec_path(root: Path, datanet: str) -> Path:
-    return inside(root, SPECS, f"{check_datanet_name(datanet)}.yaml")
+def spec_path(root: Path | LakePath, datanet: str) -> LakePath:
+    return inside(lake_dir(root), SPECS, f"{check_datanet_name(datanet)}.yaml")
 
 
-def inbox_dir(root: Path, datanet: str) -> Path:
-    return inside(root, INBOX, check_datanet_name(datanet))
+def inbox_dir(root: Path | LakePath, datanet: str) -> LakePath:
+    return inside(lake_dir(root), INBOX, check_datanet_name(datanet))
 
 
-def registry_dir(root: Path, datanet: str) -> Path:
-    return inside(root, REGISTRY, check_datanet_name(datanet))
+def registry_dir(root: Path | LakePath, datanet: str) -> LakePath:
+    return inside(lake_dir(root), REGISTRY, check_datanet_name(datanet))
 
 
-def key_path(root: Path, datanet: str, contributor: str) -> Path:
-    return inside(
-        root, KEYS, check_datanet_name(datanet), f"{check_contributor_id(contributor)}.key"
-    )
+def key_path(root: Path | LakePath, datanet: str, contributor: str) -> Path:
+    """A contributor's private key file: in the lake's keys folder on this machine
+    (`LakeLocation.keys_folder`), never in a shared lake."""
+    folder = root.files.location.keys_folder() if isinstance(root, LakePath) else root / KEYS
+    return inside(folder, check_datanet_name(datanet), f"{check_contributor_id(contributor)}.key")
 
 
 def safe_file_name(name: str) -> str:
@@ -88,7 +95,7 @@ def validation_copy(specs_dir: Path, spec: DatanetSpec) -> Path:
     """Where the lake keeps a spec's validation file: `specs/<datanet>/validation<ext>`, a
     folder per Datanet so two Datanets never share one (and `spec_names` never sees it)."""
     suffix = Path(spec.validation.name).suffix.lower()
-    return inside(specs_dir, check_datanet_name(spec.name), VALIDATION + suffix)
+    return inside(lake_dir(specs_dir), check_datanet_name(spec.name), VALIDATION + suffix)
 
 
 def stored_validation_file(specs_dir: Path, spec: DatanetSpec) -> Path:
@@ -145,6 +152,7 @@ def install_spec(
     folder) and place both in the lake; (spec, changed). A changed spec or validation file
     replaces the lake's copy, and the `datanets` asset records it as a new version."""
     spec = parse_spec(text, source)
+    root = lake_dir(root)
     path = spec_path(root, spec.name)
     validation = None
     if spec.validation.kind == "file":
@@ -402,12 +410,16 @@ def deliver(
     code_version: str = "unknown",
 ) -> list[Submitted]:
     """Receive files into a Datanet's inbox, in the given order: each gets a ledgered
-    receipt (number and time from the lake), then its file and manifest are written, all
-    under the receipts lock. A contributor's file already received and still in the inbox
-    is not received again (the same file twice changes nothing)."""
+    receipt (number and time from the lake), then its file and manifest are written. The
+    receipts are a compare-and-append: if another receiver appended first, the decision is
+    taken again on the new receipts. A contributor's file already received and still in the
+    inbox is not received again (the same file twice changes nothing)."""
     folder = inbox_dir(root, datanet)
     lake = Lake(root)
-    with receipts_lock(lake):
+
+    def receive() -> tuple[
+        pl.DataFrame, dict[tuple[str, str], dict[str, object]], dict[tuple[str, str], Outgoing]
+    ]:
         current = read_receipts(lake, datanet)
         wanted = {(o.contributor, o.batch_id) for o in outgoing}
         held: dict[tuple[str, str], dict[str, object]] = {}
@@ -430,10 +442,12 @@ def deliver(
             run_id=run_id,
             code_version=code_version,
         )
-        folder.mkdir(parents=True, exist_ok=True)
-        for item in fresh.values():  # the data file first: a manifest never names a gap
-            inside(folder, item.name).write_bytes(item.data)
-            inside(folder, item.name + MANIFEST_SUFFIX).write_bytes(item.manifest)
+        return receipts, held, fresh
+
+    receipts, held, fresh = until_current(receive)
+    for item in fresh.values():  # the data file first: a manifest never names a gap
+        inside(folder, item.name).write_bytes(item.data)
+        inside(folder, item.name + MANIFEST_SUFFIX).write_bytes(item.manifest)
     new = {
         (str(r["contributor"]), str(r["batch_id"])): r
         for r in receipts.tail(len(fresh)).iter_rows(named=True)

@@ -59,7 +59,9 @@ def parse_epoch_key(key: str) -> tuple[str, int]:
 
 def spec_names(root: Path) -> list[str]:
     """Datanets that have a spec file, by name."""
-    folder = root / SPECS
+    from ledger.storage import lake_dir
+
+    folder = lake_dir(root) / SPECS
     if not folder.is_dir():
         return []
     names = []

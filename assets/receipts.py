@@ -7,7 +7,8 @@ places a file in a Datanet's inbox, it appends one row to the `receipts` table, 
 `Lake.write`, so the row is ledgered. The row names the submission (contributor, file
 hash, file name, SHA-256 of the manifest) and gets
 
-- `receipt_seq`: 0, 1, 2, ... per Datanet, assigned at append under a lock;
+- `receipt_seq`: 0, 1, 2, ... per Datanet, assigned at append (a compare-and-append:
+  of two receivers racing for one number, one gets it and the other re-reads);
 - `received_at`: the lake's clock, strictly increasing with `receipt_seq` (a clock that
   stands still or steps back is moved one microsecond past the previous receipt), so
   ordering by time and ordering by sequence agree.
@@ -21,7 +22,6 @@ receipt is appended, never rewritten.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -30,8 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from assets.ingest import Submission, inbox_submissions
-from ledger.lake import Lake, LakeError
-from ledger.log import default_lock_path, exclusive_lock
+from ledger.lake import Lake, LakeError, until_current
 
 RECEIPTS_TABLE = "receipts"
 RECEIPTS_SCHEMA = {
@@ -44,7 +43,6 @@ RECEIPTS_SCHEMA = {
     "received_at": pl.Datetime("us", "UTC"),
     "received_by": pl.String,  # contribute | ingest (found in the inbox without a receipt)
 }
-LOCK_FILE = "receipts.lock"
 TICK = timedelta(microseconds=1)
 
 Clock = Callable[[], datetime]
@@ -74,12 +72,6 @@ def claim_of(sub: Submission) -> Claim:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def receipts_lock(lake: Lake) -> contextlib.AbstractContextManager[None]:
-    """Serializes read-number-append of receipts (beside the ledger's own lock, which
-    `Lake.write` takes inside it)."""
-    return exclusive_lock(default_lock_path(lake.root, LOCK_FILE))
 
 
 def read_receipts(lake: Lake, datanet: str) -> pl.DataFrame:
@@ -142,8 +134,9 @@ def append_receipts(
     run_id: str = "manual",
     code_version: str = "unknown",
 ) -> pl.DataFrame:
-    """Number, time and ledger `claims` after `current` (read under `receipts_lock`, which
-    the caller holds); the Datanet's receipts after the append."""
+    """Number, time and ledger `claims` after `current`; the Datanet's receipts after the
+    append. StaleAppend when receipts were appended since `current` was read: the caller
+    reads again and decides again (`ledger.lake.until_current`)."""
     if not claims:
         return current
     table = appended(current, datanet, claims, received_by, clock)
@@ -152,6 +145,7 @@ def append_receipts(
         table.slice(current.height),
         asset_key=RECEIPTS_TABLE,
         partition=("datanet", datanet),
+        after=current.height,
         run_id=run_id,
         code_version=code_version,
     )
@@ -199,7 +193,8 @@ def receipted_submissions(
     just now): the manifests without a receipt are received first, after every existing
     receipt, in manifest name order."""
     subs = inbox_submissions(inbox, datanet, recorded)
-    with receipts_lock(lake):
+
+    def receive() -> tuple[pl.DataFrame, int]:
         current = read_receipts(lake, datanet)
         late = unreceipted(subs, current)
         receipts = append_receipts(
@@ -212,4 +207,7 @@ def receipted_submissions(
             run_id=run_id,
             code_version=code_version,
         )
-    return with_receipts(subs, receipts), len(late)
+        return receipts, len(late)
+
+    receipts, received = until_current(receive)
+    return with_receipts(subs, receipts), received

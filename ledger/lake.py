@@ -2,49 +2,67 @@
 
 `Lake.write` writes a table (or replaces one partition of it), reads the rows back from
 Delta at the version just written, commits them (RFC 9162 root over canonical leaves) and
-appends the ledger entry, all under the ledger lock, so table versions and ledger entries
-appear in the same order. Any failure raises; a Delta version left without its ledger
-entry (a crash between the two) is reported by verification as unledgered.
+appends the ledger entry. No lock: a table version is committed only on top of a snapshot
+whose every version is ledgered, and only if no other writer committed first (see
+`_settled` and `ledger.log.commit_conditionally`), so each table's versions and ledger
+entries correspond one to one and in order, on a folder or a bucket alike. A version left
+without its entry by a writer that died is rolled back by the next writer of that table.
 
-Layout under the root (a local folder or `s3://bucket/prefix`):
+Layout under the root (a local folder or `s3://bucket/prefix`, see ledger/storage.py):
     tables/<name>/   one Delta table per asset
     ledger/          the ledger Delta table
-    ledger.lock      the append lock (local lakes)
+    specs/, registry/, inbox/, models/, inference_log/, reports/   files (LakeFiles)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import TableNotFoundError
 
 from ledger.compact import CompactRange
 from ledger.hashing import EMPTY_ROOT
-from ledger.log import LOG, ROLLBACK, SNAPSHOT, Ledger, LedgerEntry, default_lock_path
+from ledger.log import (
+    LOG,
+    ROLLBACK,
+    SNAPSHOT,
+    Ledger,
+    LedgerEntry,
+    commit_conditionally,
+    retries,
+)
+from ledger.storage import LakeError, LakeFiles, LakePath, parse_lake_uri
 
 if TYPE_CHECKING:
     from ledger.commitment import Commitment
 
+T = TypeVar("T")
 TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 PARTITION_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 SEQ = "seq"  # the column a log table numbers its rows by, per partition
 CLUSTER_ROWS = 8192  # row-group size of a clustered log append (see Lake.append)
 TABLES_DIR = "tables"
+WRITE_LEASE_S = 300.0  # how long a version written on another host may await its entry
+_CHECKED: set[str] = set()  # lakes this process has found reachable
+_CONDITIONAL: set[str] = set()  # lakes whose store was found to honour conditional puts
+_IN_FLIGHT: set[tuple[str, int]] = set()  # (table URI, version) this process is ledgering
 
 
-class LakeError(ValueError):
-    """A request the lake refuses: bad names, missing tables or versions."""
+class StaleAppend(LakeError):
+    """An append based on a log partition that another writer has appended to since."""
 
 
 def check_table_name(name: str) -> str:
@@ -80,24 +98,27 @@ class Lake:
     """Every table of one lake root, and its ledger."""
 
     def __init__(self, root: str | os.PathLike[str], storage_options: dict | None = None):
-        text = os.fspath(root)
-        self.is_local = "://" not in text or text.startswith("file://")
-        if self.is_local:
-            path = Path(text.removeprefix("file://")).expanduser().resolve()
-            path.mkdir(parents=True, exist_ok=True)
-            text = str(path)
-        self.root = text.rstrip("/")
+        self.location = parse_lake_uri(str(root) if isinstance(root, LakePath) else root)
+        self.is_local = self.location.is_local
+        self.root = self.location.uri
+        self.files = LakeFiles(self.location)
+        if not self.is_local and self.root not in _CHECKED:
+            self.files.check_reachable()
+            _CHECKED.add(self.root)
         self.storage_options = storage_options
-        self.ledger = Ledger(self._uri("ledger"), default_lock_path(self.root), storage_options)
+        self.ledger = Ledger(self._uri("ledger"), storage_options)
 
     def _uri(self, relative: str) -> str:
         return f"{self.root}/{relative}"
 
-    def root_path(self) -> Path:
-        """The local folder of the lake (for files beside its tables)."""
-        if not self.is_local:
-            raise LakeError(f"{self.root} is not a local folder")
-        return Path(self.root)
+    def local_root(self) -> Path | None:
+        """The lake's folder for a local lake; None on object storage."""
+        return self.location.local_path() if self.is_local else None
+
+    def root_path(self) -> LakePath:
+        """The files beside the tables (specs, inbox, registrations, models, logs) as a
+        path-like object that works the same on a folder and a bucket."""
+        return LakePath(self.files)
 
     def table_uri(self, name: str) -> str:
         """URI of a table, relative to the lake root (what the ledger records)."""
@@ -108,16 +129,18 @@ class Lake:
 
     # --- reading -----------------------------------------------------------------
     def table_names(self) -> list[str]:
-        if not self.is_local:
-            raise LakeError("listing tables needs a local lake; name the tables explicitly")
-        base = Path(self.root) / TABLES_DIR
-        if not base.exists():
-            return []
-        return sorted(
-            p.name
-            for p in base.iterdir()
-            if (p / "_delta_log").is_dir() and TABLE_NAME.match(p.name)
-        )
+        """Every table folder holding a `_delta_log` (on a bucket: a file in it)."""
+        found = []
+        for name in self.files.names(TABLES_DIR):
+            if TABLE_NAME.match(name) and self._has_delta_log(name):
+                found.append(name)
+        return found
+
+    def _has_delta_log(self, name: str) -> bool:
+        local = self.files.local_path(f"{TABLES_DIR}/{name}/_delta_log")
+        if local is not None:
+            return local.is_dir()
+        return bool(self.files.names(f"{TABLES_DIR}/{name}/_delta_log"))
 
     def table_summaries(self) -> list[dict[str, object]]:
         """Every table (and the ledger): latest Delta version, rows, ledger entries."""
@@ -201,40 +224,36 @@ class Lake:
         from ledger.commitment import as_arrow_table, commit_table
 
         table = _checked(name, as_arrow_table(data), partition)
-        uri = self.absolute_uri(self.table_uri(name))
-        with self.ledger.lock():
-            self.supersede_orphans(name, run_id=run_id, code_version=code_version)
-            if partition is not None and self._exists(uri):
-                column, value = partition
-                version = self._commit_delta(
-                    name,
-                    table,
-                    run_id,
-                    partition,
-                    mode="overwrite",
-                    predicate=f"{column} = '{value}'",
+        for attempt in retries():
+            dt = self._settled(name, run_id=run_id, code_version=code_version)
+            options: dict[str, object] = {"mode": "overwrite"}
+            if partition is not None and dt is not None:
+                options["predicate"] = f"{partition[0]} = '{partition[1]}'"
+            version = self._commit_delta(name, dt, table, run_id, partition, **options)
+            if version is None:
+                attempt.lost()
+                continue
+            with _ledgering(self, name, version, run_id, code_version):
+                commitment = commit_table(self.read(name, version, partition), key)
+                entry = self.ledger.append(
+                    asset_key=asset_key or name,
+                    partition_key=partition[1] if partition is not None else None,
+                    partition_column=partition[0] if partition is not None else None,
+                    table_uri=self.table_uri(name),
+                    table_kind=SNAPSHOT,
+                    delta_version=version,
+                    schema_hash=commitment.schema_hash,
+                    row_key=",".join(key or ()),
+                    old_row_count=0,
+                    row_count=commitment.row_count,
+                    data_root=commitment.root,
+                    data_range="",
+                    run_id=run_id,
+                    code_version=code_version,
                 )
-            else:
-                version = self._commit_delta(name, table, run_id, partition, mode="overwrite")
-            commitment = commit_table(self.read(name, version, partition), key)
-            entry = self.ledger.append(
-                asset_key=asset_key or name,
-                partition_key=partition[1] if partition is not None else None,
-                partition_column=partition[0] if partition is not None else None,
-                table_uri=self.table_uri(name),
-                table_kind=SNAPSHOT,
-                delta_version=version,
-                schema_hash=commitment.schema_hash,
-                row_key=",".join(key or ()),
-                old_row_count=0,
-                row_count=commitment.row_count,
-                data_root=commitment.root,
-                data_range="",
-                run_id=run_id,
-                code_version=code_version,
-            )
             commit_point(f"ledger:{name}")
-        return Committed(name, self.table_uri(name), version, commitment, entry)
+            return Committed(name, self.table_uri(name), version, commitment, entry)
+        raise AssertionError("unreachable")
 
     def append(
         self,
@@ -244,6 +263,7 @@ class Lake:
         asset_key: str | None = None,
         partition: tuple[str, str] | None = None,
         cluster_by: str | None = None,
+        after: int | None = None,
         run_id: str = "manual",
         code_version: str = "unknown",
     ) -> Committed:
@@ -256,6 +276,9 @@ class Lake:
         Appending no rows to an existing log commits nothing and returns its last entry.
         With `cluster_by`, the new rows are stored sorted by that column in small row
         groups, so a lookup by it reads few of them (their `seq` keeps the log's order).
+        With `after=n`, the append happens only if the partition still holds exactly n
+        rows (StaleAppend otherwise): a caller that decided what to append from what it
+        read re-reads and decides again (compare-and-append, see `until_current`).
         """
         from ledger.commitment import as_arrow_table
 
@@ -263,47 +286,57 @@ class Lake:
         if SEQ in table.column_names:
             raise LakeError(f"log table {name!r}: `{SEQ}` is assigned by the lake, not given")
         partition_key = partition[1] if partition is not None else None
-        with self.ledger.lock():
-            self.supersede_orphans(name, run_id=run_id, code_version=code_version)
+        for attempt in retries():
+            dt = self._settled(name, run_id=run_id, code_version=code_version)
             head = self.ledger.latest(self.table_uri(name), partition_key)
             if head is not None and head.table_kind != LOG:
                 raise LakeError(f"table {name!r} is a snapshot table; use Lake.write")
+            before = head.row_count if head is not None else 0
+            if after is not None and after != before:
+                raise StaleAppend(
+                    f"log table {name!r}: holds {before} rows, not the {after} this append "
+                    "was based on"
+                )
             if head is not None and table.num_rows == 0:
                 return committed_from_entry(head)
-            before = head.row_count if head is not None else 0
             seqs = pa.array(range(before, before + table.num_rows), type=pa.int64())
-            table = table.add_column(0, pa.field(SEQ, pa.int64(), nullable=False), seqs)
+            rows = table.add_column(0, pa.field(SEQ, pa.int64(), nullable=False), seqs)
             layout: dict[str, object] = {}
             if cluster_by is not None:
-                table = table.sort_by(cluster_by)
+                rows = rows.sort_by(cluster_by)
                 layout["writer_properties"] = WriterProperties(max_row_group_size=CLUSTER_ROWS)
-            version = self._commit_delta(name, table, run_id, partition, mode="append", **layout)
-            added = self._read_new_rows(name, version, partition, before)
-            if head is not None and added.schema_hash != head.schema_hash:
-                raise LakeError(
-                    f"log table {name!r}: appended rows have another schema than its log"
+            version = self._commit_delta(name, dt, rows, run_id, partition, mode="append", **layout)
+            if version is None:
+                attempt.lost()
+                continue
+            with _ledgering(self, name, version, run_id, code_version):
+                added = self._read_new_rows(name, version, partition, before)
+                if head is not None and added.schema_hash != head.schema_hash:
+                    raise LakeError(
+                        f"log table {name!r}: appended rows have another schema than its log"
+                    )
+                grown = (
+                    head.data_compact_range() if head is not None else CompactRange.empty()
+                ).extend(added.leaf_hashes)
+                entry = self.ledger.append(
+                    asset_key=asset_key or name,
+                    partition_key=partition_key,
+                    partition_column=partition[0] if partition is not None else None,
+                    table_uri=self.table_uri(name),
+                    table_kind=LOG,
+                    delta_version=version,
+                    schema_hash=added.schema_hash,
+                    row_key=SEQ,
+                    old_row_count=before,
+                    row_count=grown.size,
+                    data_root=grown.root().hex(),
+                    data_range=grown.text(),
+                    run_id=run_id,
+                    code_version=code_version,
                 )
-            grown = (
-                head.data_compact_range() if head is not None else CompactRange.empty()
-            ).extend(added.leaf_hashes)
-            entry = self.ledger.append(
-                asset_key=asset_key or name,
-                partition_key=partition_key,
-                partition_column=partition[0] if partition is not None else None,
-                table_uri=self.table_uri(name),
-                table_kind=LOG,
-                delta_version=version,
-                schema_hash=added.schema_hash,
-                row_key=SEQ,
-                old_row_count=before,
-                row_count=grown.size,
-                data_root=grown.root().hex(),
-                data_range=grown.text(),
-                run_id=run_id,
-                code_version=code_version,
-            )
             commit_point(f"ledger:{name}")
-        return committed_from_entry(entry)
+            return committed_from_entry(entry)
+        raise AssertionError("unreachable")
 
     def _read_new_rows(
         self, name: str, version: int, partition: tuple[str, str] | None, before: int
@@ -322,71 +355,87 @@ class Lake:
     def _commit_delta(
         self,
         name: str,
+        dt: DeltaTable | None,
         table: pa.Table,
         run_id: str,
         partition: tuple[str, str] | None,
         **options: object,
-    ) -> int:
-        """Write a table version (partitioned by the partition's column when the write
-        creates the table) and pass its commit point; the new Delta version."""
+    ) -> int | None:
+        """Commit a table version right after snapshot `dt` (partitioned by the
+        partition's column when it creates the table), naming its writer (run, process,
+        host) and partition in the commit info, so a version left without its ledger entry
+        can be traced to its writer even when it changed no file. The new version, or
+        None when another writer committed first."""
+        self._check_store()
         uri = self.absolute_uri(self.table_uri(name))
-        if "predicate" not in options:
+        if dt is None:
             options["partition_by"] = [partition[0]] if partition is not None else None
-        self._delta_write(uri, table, run_id, partition, **options)
-        version = self._version(uri)
+        committed = commit_conditionally(
+            dt,
+            uri,
+            table,
+            self.storage_options,
+            custom_metadata=writer_metadata(run_id, partition),
+            **options,
+        )
+        if not committed:
+            return None
+        version = dt.version() if dt is not None else 0
         commit_point(f"delta:{name}")
         return version
 
-    def _delta_write(
-        self,
-        uri: str,
-        table: pa.Table,
-        run_id: str,
-        partition: tuple[str, str] | None,
-        **options: object,
-    ) -> None:
-        """One Delta commit, naming its writer (run and process) and the partition it
-        writes in the commit info, so a version left without its ledger entry can be traced
-        to a run that died and rolled back even when it changed no file."""
-        write_deltalake(
-            uri,
-            table,
-            storage_options=self.storage_options,
-            commit_properties=CommitProperties(custom_metadata=writer_metadata(run_id, partition)),
-            **options,  # type: ignore[arg-type]
-        )
+    def _check_store(self) -> None:
+        """Once per process and lake: the store honours conditional writes."""
+        if not self.is_local and self.root not in _CONDITIONAL:
+            self.files.check_conditional_writes()
+            _CONDITIONAL.add(self.root)
 
-    def _version(self, uri: str) -> int:
-        return DeltaTable(uri, storage_options=self.storage_options).version()
-
-    def _exists(self, uri: str) -> bool:
+    def _open(self, name: str) -> DeltaTable | None:
         try:
-            DeltaTable(uri, storage_options=self.storage_options)
-            return True
+            return DeltaTable(
+                self.absolute_uri(self.table_uri(name)), storage_options=self.storage_options
+            )
         except TableNotFoundError:
-            return False
+            return None
 
-    # --- recovery ----------------------------------------------------------------
+    # --- concurrency and recovery --------------------------------------------------
+    def _settled(self, name: str, *, run_id: str, code_version: str) -> DeltaTable | None:
+        """The table's latest snapshot once every version of it is ledgered (None: no
+        table yet). A version awaiting its entry from a live writer is waited for; one a
+        dead writer left is rolled back (docs/ledger-spec.md §5.3). Writing only on such a
+        snapshot, and only as its next version, keeps a table's versions and ledger
+        entries one to one and in the same order without a lock."""
+        while True:
+            dt = self._open(name)
+            if dt is None:
+                return None
+            last = self.ledger.last_version_of(self.table_uri(name))
+            if dt.version() <= last:
+                return dt
+            if writer_alive(self.table_uri(name), dt):
+                time.sleep(0.05)
+                continue
+            self.supersede_orphans(name, run_id=run_id, code_version=code_version)
+
     def orphan_versions(self, name: str) -> list[int]:
-        """Delta versions of a table after its last ledgered one: written by a run that
-        died between the Delta commit and the ledger append (under the lock, no live
-        writer can be between the two)."""
-        uri = self.absolute_uri(self.table_uri(name))
-        if not self._exists(uri):
+        """Delta versions of a table after its last ledgered one: written by a writer
+        that has not ledgered them (yet: see `writer_alive`)."""
+        dt = self._open(name)
+        if dt is None:
             return []
         last = self.ledger.last_version_of(self.table_uri(name))
-        return list(range(last + 1, self._version(uri) + 1))
+        return list(range(last + 1, dt.version() + 1))
 
     def supersede_orphans(self, name: str, *, run_id: str, code_version: str) -> list[LedgerEntry]:
         """Roll back a table's orphan versions (docs/ledger-spec.md §5.3): every partition
         they touched is rewritten with its last ledgered rows, and a `rollback` entry names
-        the superseded versions and the runs that wrote them. Call holding the lock."""
+        the superseded versions and the runs that wrote them. Each rewrite is a conditional
+        commit like any other: of two processes rolling back at once, one does it."""
         from ledger.encoding import schema_hash
 
         orphans = self.orphan_versions(name)
         if not orphans:
             return []
-        uri = self.absolute_uri(self.table_uri(name))
         last = orphans[0] - 1
         writers = sorted({_writer(self.delta_table(name, v)) for v in orphans})
         touched = self._touched_partitions(name, last, orphans[-1])
@@ -394,57 +443,59 @@ class Lake:
         for column, value in touched:
             partition = (column, value) if column is not None else None
             entry = self.ledger.latest(self.table_uri(name), value)
+            dt = self._open(name)
+            if dt is None or dt.version() != orphans[-1] + len(rolled):
+                return rolled  # another writer is rolling back (or has): it ledgers it
             restored = (
                 self.read(name, entry.delta_version, partition)
                 if entry is not None
                 else self._empty_like(name, orphans[-1])
             )
-            if partition is not None and self._exists(uri) and last >= 0:
-                self._delta_write(
-                    uri,
-                    restored,
-                    run_id,
-                    partition,
-                    mode="overwrite",
-                    predicate=f"{column} = '{value}'",
-                )
+            if partition is not None and last >= 0:
+                options: dict[str, object] = {
+                    "mode": "overwrite",
+                    "predicate": f"{column} = '{value}'",
+                }
             else:
-                self._delta_write(
-                    uri, restored, run_id, partition, mode="overwrite", schema_mode="overwrite"
+                options = {"mode": "overwrite", "schema_mode": "overwrite"}
+            version = self._commit_delta(name, dt, restored, run_id, partition, **options)
+            if version is None:
+                return rolled
+            with _ledgering(self, name, version, run_id, code_version, roll_back=False):
+                rolled.append(
+                    self.ledger.append(
+                        asset_key=entry.asset_key if entry is not None else name,
+                        partition_key=value,
+                        partition_column=column,
+                        table_uri=self.table_uri(name),
+                        table_kind=entry.table_kind if entry is not None else _kind(restored),
+                        delta_version=version,
+                        schema_hash=entry.schema_hash
+                        if entry is not None
+                        else schema_hash(restored.schema),
+                        row_key=entry.row_key if entry is not None else "",
+                        old_row_count=entry.row_count if entry is not None else 0,
+                        row_count=entry.row_count if entry is not None else 0,
+                        data_root=entry.data_root if entry is not None else EMPTY_ROOT.hex(),
+                        data_range=entry.data_range if entry is not None else "",
+                        run_id=run_id,
+                        code_version=code_version,
+                        entry_type=ROLLBACK,
+                        superseded=",".join(str(v) for v in orphans),
+                        note=f"rolled back version(s) {orphans} written by "
+                        f"{', '.join(writers)} without a ledger entry",
+                    )
                 )
-            version = self._version(uri)
-            rolled.append(
-                self.ledger.append(
-                    asset_key=entry.asset_key if entry is not None else name,
-                    partition_key=value,
-                    partition_column=column,
-                    table_uri=self.table_uri(name),
-                    table_kind=entry.table_kind if entry is not None else _kind(restored),
-                    delta_version=version,
-                    schema_hash=entry.schema_hash
-                    if entry is not None
-                    else schema_hash(restored.schema),
-                    row_key=entry.row_key if entry is not None else "",
-                    old_row_count=entry.row_count if entry is not None else 0,
-                    row_count=entry.row_count if entry is not None else 0,
-                    data_root=entry.data_root if entry is not None else EMPTY_ROOT.hex(),
-                    data_range=entry.data_range if entry is not None else "",
-                    run_id=run_id,
-                    code_version=code_version,
-                    entry_type=ROLLBACK,
-                    superseded=",".join(str(v) for v in orphans),
-                    note=f"rolled back version(s) {orphans} written by {', '.join(writers)} "
-                    "without a ledger entry",
-                )
-            )
         return rolled
 
     def recover(self, *, run_id: str, code_version: str) -> list[LedgerEntry]:
-        """Roll back the orphan versions of every table (what a killed run left between a
-        Delta commit and its ledger entry); the rollback entries, in ledger order."""
+        """Roll back the orphan versions of every table whose writer is gone (what a
+        killed run left between a Delta commit and its ledger entry); the rollback
+        entries, in ledger order. A version a live writer is still ledgering is left."""
         rolled: list[LedgerEntry] = []
-        with self.ledger.lock():
-            for name in self.table_names():
+        for name in self.table_names():
+            dt = self._open(name)
+            if dt is not None and not writer_alive(self.table_uri(name), dt):
                 rolled += self.supersede_orphans(name, run_id=run_id, code_version=code_version)
         return rolled
 
@@ -511,6 +562,74 @@ def writer_metadata(run_id: str, partition: tuple[str, str] | None = None) -> di
         "openledger.host": socket.gethostname(),
         "openledger.partition": f"{partition[0]}={partition[1]}" if partition else "",
     }
+
+
+def writer_alive(table_uri: str, dt: DeltaTable) -> bool:
+    """Whether the writer of a table's latest version may still append its ledger entry:
+    this process while it is ledgering that version; another process on this host while
+    it runs; a writer on another host for WRITE_LEASE_S seconds
+    ($OPENLEDGER_WRITE_LEASE_S) after its commit, since its liveness cannot be seen."""
+    info = (dt.history(1) or [{}])[0]
+    host, pid = str(info.get("openledger.host", "")), int(info.get("openledger.pid", 0) or 0)
+    if not host:
+        return False  # not written through the lake: nobody will ledger it
+    if host == socket.gethostname():
+        if pid == os.getpid():
+            return (table_uri, dt.version()) in _IN_FLIGHT
+        return pid > 0 and _process_exists(pid)
+    lease = float(os.environ.get("OPENLEDGER_WRITE_LEASE_S", WRITE_LEASE_S))
+    committed_ms = int(info.get("timestamp", 0) or 0)
+    return time.time() - committed_ms / 1000 < lease
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@contextlib.contextmanager
+def _ledgering(
+    lake: Lake, name: str, version: int, run_id: str, code: str, *, roll_back: bool = True
+) -> Iterator[None]:
+    """Marks a version this process committed as awaiting its ledger entry (another
+    thread of this process waits for it); if ledgering it fails, the version is rolled
+    back at once, so a live process never leaves an orphan behind."""
+    key = (lake.table_uri(name), version)
+    _IN_FLIGHT.add(key)
+    try:
+        yield
+    except Exception:
+        _IN_FLIGHT.discard(key)
+        if roll_back:
+            with contextlib.suppress(Exception):  # the error that brought us here matters
+                lake.supersede_orphans(name, run_id=run_id, code_version=code)
+        raise
+    finally:
+        _IN_FLIGHT.discard(key)
+
+
+def until_current(attempt: Callable[[], T]) -> T:
+    """Call `attempt` (which reads, decides, then appends with `after=`) until no other
+    writer appended in between (it raises StaleAppend then)."""
+    for tried in retries():
+        try:
+            return attempt()
+        except StaleAppend:
+            tried.lost()
+    raise AssertionError("unreachable")
 
 
 def _writer(dt: DeltaTable) -> str:

@@ -11,26 +11,28 @@ latest entry of table T, partition P" from the files whose statistics can hold T
 ledger is compacted now and then with its entries clustered by table (`compact`), so
 neither reads the whole ledger.
 
-Appends are serialized by an exclusive lock file in the lake (one writer at a time across
-processes on this machine); after writing, the Delta version is checked to be exactly one
-past the version read, so an append that raced a writer outside the lock fails loudly.
+Appends need no lock, on a folder or a bucket alike: the Delta commit of an entry is
+conditional on the ledger version its head was read at (delta-rs commits a version by a
+create-only put of its log file, and is told not to rebase), so of two writers racing for
+one place exactly one wins; the other reads the new head and builds its entry again. The
+chain never forks, and no entry is lost or written twice (docs/ledger-spec.md §5.4).
 Nothing in this module updates, deletes or vacuums the table.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from ledger.compact import CompactRange
 from ledger.hashing import EMPTY_ROOT
@@ -172,9 +174,8 @@ class Ledger:
     the last entry, or the latest entry of a table, does not read the ledger. The
     snapshot is loaded once and then brought up to date incrementally."""
 
-    def __init__(self, uri: str, lock_path: Path | None, storage_options: dict | None = None):
+    def __init__(self, uri: str, storage_options: dict | None = None):
         self.uri = uri
-        self.lock_path = lock_path
         self.storage_options = storage_options
         self._dt: DeltaTable | None = None
 
@@ -211,23 +212,29 @@ class Ledger:
         may_hold: Callable[[pa.Table], list[bool]],
         condition: pc.Expression,
         columns: list[str] | None = None,
+        dt: DeltaTable | None = None,
     ) -> pa.Table:
-        """Rows matching `condition`, from the files whose statistics `may_hold` them."""
-        dt = self.delta_table()
+        """Rows matching `condition`, from the files whose statistics `may_hold` them (in
+        snapshot `dt`, else the current one)."""
+        dt = dt or self.delta_table()
         if dt is None:
             return LEDGER_SCHEMA.empty_table() if columns is None else pa.table({})
         actions = pa.table(dt.get_add_actions(flatten=True))
         if actions.num_rows == 0:
             return LEDGER_SCHEMA.empty_table()
         keep = may_hold(actions)
-        paths = [
-            f"{self.uri}/{p}" for p, k in zip(actions["path"].to_pylist(), keep, strict=True) if k
-        ]
+        paths = [p for p, k in zip(actions["path"].to_pylist(), keep, strict=True) if k]
         if not paths:
             return LEDGER_SCHEMA.empty_table() if columns is None else pa.table({})
         import pyarrow.dataset as ds
 
-        found = ds.dataset(paths, format="parquet").to_table(columns=columns, filter=condition)
+        if "://" in self.uri:  # object storage: through delta-rs's own store and settings
+            files = ds.dataset(
+                paths, filesystem=dt.to_pyarrow_dataset().filesystem, format="parquet"
+            )
+        else:
+            files = ds.dataset([f"{self.uri}/{p}" for p in paths], format="parquet")
+        found = files.to_table(columns=columns, filter=condition)
         if columns is not None:
             return found
         return found.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA)
@@ -257,16 +264,19 @@ class Ledger:
 
         return test
 
-    def head(self) -> LedgerEntry | None:
-        """The last entry (highest seq), read from the one file that holds it."""
-        dt = self.delta_table()
+    def head(self, dt: DeltaTable | None = None) -> LedgerEntry | None:
+        """The last entry (highest seq) of snapshot `dt` (else the current one), read from
+        the one file that holds it."""
+        dt = dt or self.delta_table()
         if dt is None:
             return None
         actions = pa.table(dt.get_add_actions(flatten=True))
         if actions.num_rows == 0:
             return None
         top = pc.max(actions["max.seq"]).as_py()
-        rows = entries_from_table(self._rows(self._may_hold_seq(top, top), pc.field("seq") == top))
+        rows = entries_from_table(
+            self._rows(self._may_hold_seq(top, top), pc.field("seq") == top, dt=dt)
+        )
         if len(rows) > 1:
             raise LedgerError(
                 f"ledger sequence is not contiguous: {len(rows)} entries claim seq "
@@ -313,22 +323,6 @@ class Ledger:
         return max(versions, default=-1)
 
     # --- appending -------------------------------------------------------------
-    def lock(self) -> contextlib.AbstractContextManager[None]:
-        """Exclusive, blocking, cross-process lock over every ledger append."""
-        return exclusive_lock(self.lock_path)
-
-    def lock_is_held(self) -> bool:
-        """Whether some process holds the lock now (a write is being committed)."""
-        if self.lock_path is None or not self.lock_path.exists():
-            return False
-        with open(self.lock_path, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
-
     def append(
         self,
         *,
@@ -352,16 +346,10 @@ class Ledger:
         encoding_version: int = ENCODING_VERSION,
         committed_at: datetime | None = None,
     ) -> LedgerEntry:
-        """Append one entry, in O(log n) from the previous entry. Call holding `lock()`."""
-        dt = self.delta_table()
-        before = dt.version() if dt is not None else -1
-        head = self.head()
-        seq = head.seq + 1 if head is not None else 0
-        log_range = head.log_compact_range() if head is not None else CompactRange.empty()
-        when = (committed_at or datetime.now(UTC)).astimezone(UTC)
-        values: dict[str, object] = {
-            "seq": seq,
-            "ledger_version": LEDGER_VERSION,
+        """Append one entry after the current head, in O(log n); lock-free (module
+        docstring): a commit that loses the race to another writer is rebuilt on the new
+        head and tried again."""
+        fields_in = {
             "entry_type": entry_type,
             "asset_key": asset_key,
             "partition_key": partition_key,
@@ -377,64 +365,114 @@ class Ledger:
             "data_root": data_root,
             "data_range": data_range,
             "superseded": superseded,
-            "prev_log_root": head.log_root if head is not None else EMPTY_ROOT.hex(),
             "run_id": run_id,
             "code_version": code_version,
-            "committed_at": when,
             "note": note,
+        }
+        for attempt in retries():
+            dt = self.delta_table()
+            values = self._next_entry(dt, fields_in, committed_at)
+            row = pa.Table.from_pylist([values], schema=LEDGER_SCHEMA)
+            if not commit_conditionally(dt, self.uri, row, self.storage_options, mode="append"):
+                attempt.lost()
+                continue
+            if (values["seq"] + 1) % COMPACT_EVERY == 0:  # type: ignore[operator]
+                self.compact()
+            return LedgerEntry(**values)  # type: ignore[arg-type]
+        raise AssertionError("unreachable")  # retries() raises when it gives up
+
+    def _next_entry(
+        self, dt: DeltaTable | None, fields_in: dict[str, object], committed_at: datetime | None
+    ) -> dict[str, object]:
+        """The entry after the head of snapshot `dt` (the one the commit is conditional
+        on, never a newer one): its seq, previous root and log range."""
+        head = self.head(dt) if dt is not None else None
+        seq = head.seq + 1 if head is not None else 0
+        log_range = head.log_compact_range() if head is not None else CompactRange.empty()
+        when = (committed_at or datetime.now(UTC)).astimezone(UTC)
+        values: dict[str, object] = {
+            "seq": seq,
+            "ledger_version": LEDGER_VERSION,
+            **fields_in,
+            "prev_log_root": head.log_root if head is not None else EMPTY_ROOT.hex(),
+            "committed_at": when,
         }
         new_hash = leaf_hash(entry_leaf(values))
         log_range = log_range.extend(np.frombuffer(new_hash, dtype=np.uint8).reshape(1, 32))
         values["entry_hash"] = new_hash.hex()
         values["log_root"] = log_range.root().hex()
         values["log_range"] = log_range.text()
-        row = pa.Table.from_pylist([values], schema=LEDGER_SCHEMA)
-        # write through the snapshot just read (no reload); it is refreshed after
-        write_deltalake(
-            dt if dt is not None else self.uri,
-            row,
-            mode="append",
-            storage_options=self.storage_options,
-        )
-        written = self.delta_table()
-        assert written is not None
-        if written.version() != before + 1:
-            raise LedgerError(
-                f"ledger moved from version {before} to {written.version()} during one "
-                "append: another writer appended concurrently outside the lock; "
-                "run `openledger verify`"
-            )
-        if (seq + 1) % COMPACT_EVERY == 0:
-            self.compact(written)
-        return LedgerEntry(**values)  # type: ignore[arg-type]
+        return values
 
     def compact(self, dt: DeltaTable | None = None) -> None:
         """Rewrite the ledger's files into few, clustered by table and partition (Delta
         OPTIMIZE with Z-order: the rows and their order by `seq` are unchanged, the old
-        files stay for time travel). Call holding `lock()`."""
+        files stay for time travel). Best effort: an OPTIMIZE that conflicts with a
+        concurrent append is given up (the next one catches up)."""
         dt = dt or self.delta_table()
         if dt is not None:
-            dt.optimize.z_order(["table_uri", "partition_key"])
+            with contextlib.suppress(CommitFailedError, DeltaError):
+                dt.optimize.z_order(
+                    ["table_uri", "partition_key"],
+                    commit_properties=CommitProperties(max_commit_retries=0),
+                )
 
 
-@contextlib.contextmanager
-def exclusive_lock(path: Path | None) -> Iterator[None]:
-    """A blocking, cross-process lock on a file (None: object storage, where the caller
-    guarantees a single writer). Not re-entrant: never nest two on the same file."""
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+WRITE_ATTEMPTS = 200  # conditional commits tried before a writer gives up
 
 
-def default_lock_path(lake_root: str, name: str = "ledger.lock") -> Path | None:
-    """A lock file for local lakes; None for object storage URIs."""
-    if "://" in lake_root and not lake_root.startswith("file://"):
-        return None
-    return Path(lake_root.removeprefix("file://")) / name
+class Attempt:
+    """One try of an optimistic commit (see `retries`)."""
+
+    def __init__(self, number: int):
+        self.number = number
+
+    def lost(self) -> None:
+        """Another writer committed first: back off a little (random, growing), so that
+        racing writers spread out, before the caller re-reads and tries again."""
+        time.sleep(random.uniform(0, min(0.5, 0.005 * 2 ** min(self.number, 7))))
+
+
+def retries(attempts: int = WRITE_ATTEMPTS) -> Iterator[Attempt]:
+    """Attempts of an optimistic commit; LedgerError after `attempts` lost races."""
+    for number in range(attempts):
+        yield Attempt(number)
+    raise LedgerError(
+        f"gave up after {attempts} commits lost to concurrent writers; try again later"
+    )
+
+
+def commit_conditionally(
+    dt: DeltaTable | None,
+    uri: str,
+    table: pa.Table,
+    storage_options: dict | None,
+    *,
+    custom_metadata: dict[str, str] | None = None,
+    **options: object,
+) -> bool:
+    """Commit `table` as the version right after snapshot `dt` (or as the table's first
+    version when `dt` is None), and only so: False when another writer committed that
+    version first (the caller re-reads and tries again), True when this one did. Safe
+    across processes and hosts because delta-rs writes a version's log file with a
+    create-only put, and is told not to rebase onto a newer version."""
+    properties = CommitProperties(custom_metadata=custom_metadata, max_commit_retries=0)
+    try:
+        if dt is None:
+            options = {**options, "mode": "error"}  # create, never overwrite a new table
+            write_deltalake(
+                uri,
+                table,
+                storage_options=storage_options,
+                commit_properties=properties,
+                **options,  # type: ignore[arg-type]
+            )
+        else:
+            write_deltalake(dt, table, commit_properties=properties, **options)  # type: ignore[arg-type]
+    except CommitFailedError:
+        return False
+    except DeltaError as exc:
+        if dt is None and "already exists" in str(exc):
+            return False
+        raise
+    return True

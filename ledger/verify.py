@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from ledger.commitment import commit_table, leaf_hash_matrix
 from ledger.compact import CompactRange
 from ledger.hashing import EMPTY_ROOT
-from ledger.lake import SEQ, Lake, LakeError
+from ledger.lake import SEQ, Lake, LakeError, writer_alive
 from ledger.log import LOG, ROLLBACK, LedgerEntry, entries_from_table, entry_leaf
 from ledger.proofcheck import leaf_hash
 
@@ -66,8 +66,9 @@ def _check_history(lake: Lake, report: VerifyReport) -> None:
         operation = commit.get("operation", "")
         mode = (commit.get("operationParameters") or {}).get("mode", "")
         appended = operation == "WRITE" and mode == "Append"
+        created = operation == "WRITE" and mode == "ErrorIfExists" and commit.get("version") == 0
         compacted = operation == "OPTIMIZE"  # files rewritten, rows unchanged (Ledger.compact)
-        if not (appended or compacted or operation == "CREATE TABLE"):
+        if not (appended or created or compacted or operation == "CREATE TABLE"):
             report.problems.append(
                 Problem(
                     None,
@@ -307,7 +308,7 @@ def _check_coverage(lake: Lake, entries: list[LedgerEntry], report: VerifyReport
             report.problems.append(Problem(None, f"{uri}: unreadable Delta log: {exc}"))
             continue
         missing = sorted(set(range(latest + 1)) - covered.get(uri, set()))
-        live = [v for v in missing if v == latest and _writer_alive(lake, name, v)]
+        live = [v for v in missing if v == latest and writer_alive(uri, lake.delta_table(name, v))]
         for version in live:
             report.in_flight.append(f"{uri} v{version}: being committed by a live writer")
         missing = [v for v in missing if v not in live]
@@ -319,24 +320,6 @@ def _check_coverage(lake: Lake, entries: list[LedgerEntry], report: VerifyReport
                     "(written without a commit, or the entry was removed)",
                 )
             )
-
-
-def _writer_alive(lake: Lake, name: str, version: int) -> bool:
-    """Whether this version is being committed right now: its writer (named in the Delta
-    commit) still runs on this host and holds the ledger lock, between its Delta commit
-    and its ledger entry. A dead or idle writer's version is an orphan instead."""
-    import os
-    import socket
-
-    info = (lake.delta_table(name, version).history(1) or [{}])[0]
-    if info.get("openledger.host") != socket.gethostname():
-        return False
-    try:
-        pid = int(info.get("openledger.pid", "0"))
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return pid > 0 and lake.ledger.lock_is_held()
 
 
 def _check_data(
@@ -394,6 +377,5 @@ def verify_lake(
     _check_chain(entries, report)
     if check_data:
         _check_data(lake, entries, report, progress)
-        if lake.is_local:
-            _check_coverage(lake, entries, report)
+        _check_coverage(lake, entries, report)
     return report

@@ -52,7 +52,6 @@ def valued_rows(store: Lake, datanet: str) -> tuple[pl.DataFrame, str]:
 
 @dg.asset(
     partitions_def=datanet_partitions,
-    pool="ledger",
     group_name="attribution",
     kinds={"delta", "lightgbm"},
     deps=["contributions", "validation", "contributor_quality"],
@@ -117,7 +116,6 @@ def contributor_values(context: dg.AssetExecutionContext, lake: LakeResource):
 @dg.asset(
     name="point_values",
     partitions_def=datanet_partitions,
-    pool="ledger",
     group_name="attribution",
     kinds={"delta"},
     deps=["contributions", "validation"],
@@ -155,7 +153,6 @@ def point_values_asset(context: dg.AssetExecutionContext, lake: LakeResource):
         ),
     ],
     partitions_def=datanet_partitions,
-    pool="ledger",
     check_specs=[
         dg.AssetCheckSpec("shares_sum_to_one", asset="inference_attributions", blocking=True),
         *ledger_check_specs("inferences", "inference_attributions"),

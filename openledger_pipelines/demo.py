@@ -33,6 +33,7 @@ from ledger import checkpoint as ckpt
 from ledger.lake import Lake
 from ledger.proofcheck import check_proof_document
 from ledger.proofs import inclusion_proof_document
+from ledger.storage import LakePath
 from ledger.verify import verify_lake
 from openledger_pipelines.ingestion import contributions_table, read_or_empty
 from openledger_pipelines.runner import persistent_instance, run_datanets, run_epoch
@@ -147,7 +148,7 @@ def serve_demo_queries(lake: Lake, queries: int = 20) -> None:
     from assets.validation import validation_set
     from openledger_pipelines.modeling import MODELS_SCHEMA
 
-    root = Path(lake.root)
+    root = lake.root_path()
     for name in DEMO_DATANETS:
         spec = demo_spec(name)
         model = current_model(read_or_empty(lake, "models", MODELS_SCHEMA, ("datanet", name)))
@@ -189,7 +190,12 @@ def values_table(lake: Lake) -> Table:
     return grid
 
 
-def foreign_content(root: Path) -> list[str]:
+def _two_deep(folder: LakePath) -> list[LakePath]:
+    """Files one folder down (`folder/*/*`), sorted."""
+    return sorted(p for sub in folder.iterdir() for p in sub.iterdir())
+
+
+def foreign_content(root: LakePath) -> list[str]:
     """What a lake holds besides the demo's own inputs and outputs (empty: demo only).
 
     Inputs decide: demo specs, demo contributors' registrations, keys and inbox files, the
@@ -209,7 +215,7 @@ def foreign_content(root: Path) -> list[str]:
         if name not in DEMO_DATANETS or path.read_bytes() != _spec_text(name).encode():
             found.append(f"{SPECS}/{path.name}")
     for folder in (REGISTRY, KEYS):
-        for path in sorted((root / folder).glob("*/*")):
+        for path in _two_deep(root / folder):
             if path.parent.name not in DEMO_DATANETS or path.stem not in DEMO_CONTRIBUTORS:
                 found.append(f"{folder}/{path.parent.name}/{path.name}")
     demo_hashes = {
@@ -217,7 +223,7 @@ def foreign_content(root: Path) -> list[str]:
         for name in DEMO_DATANETS
         for f in demo_files(demo_spec(name))
     }
-    for path in sorted((root / INBOX).glob("*/*")):
+    for path in _two_deep(root / INBOX):
         if path.name.endswith(MANIFEST_SUFFIX):
             continue
         if hashlib.sha256(path.read_bytes()).hexdigest() not in demo_hashes:
@@ -235,7 +241,7 @@ def foreign_content(root: Path) -> list[str]:
     return found
 
 
-def clear_demo_lake(root: Path) -> None:
+def clear_demo_lake(root: LakePath) -> None:
     """Delete a lake that holds demo data only; refuse (naming what) otherwise."""
     foreign = foreign_content(root)
     if foreign:
@@ -243,25 +249,29 @@ def clear_demo_lake(root: Path) -> None:
         raise SpecError(
             f"refusing --fresh: {root} holds more than demo data: {', '.join(foreign[:5])}{more}"
         )
-    if root.exists():
-        shutil.rmtree(root)
+    local = root.local()
+    if local is not None:
+        shutil.rmtree(local, ignore_errors=True)
+    else:
+        root.files.clear()
 
 
 def _spec_text(name: str) -> str:
     return yaml.safe_dump(demo_spec(name).model_dump(mode="json"), sort_keys=False)
 
 
-def run_demo(lake_path: Path, console: Console, fresh: bool = False) -> bool:
+def run_demo(lake_uri: str, console: Console, fresh: bool = False) -> bool:
     """Run the whole pipeline on the demo data, showing each stage as it finishes; then
     print what it did and checked."""
     from openledger_pipelines.cli.ingest_cmds import recover_lake
     from openledger_pipelines.cli.progress import StageReporter, stopped_cleanly
     from openledger_pipelines.pending import INFERENCE_ASSETS, pending_work
 
-    root = lake_path.expanduser().resolve()
+    root = Lake(lake_uri).root_path()
     if fresh:
         clear_demo_lake(root)
-    lake = Lake(root)
+    lake = Lake(lake_uri)
+    root = lake.root_path()
     head = lake.ledger.head()
     before = head.seq + 1 if head is not None else 0
     if before:
@@ -274,7 +284,7 @@ def run_demo(lake_path: Path, console: Console, fresh: bool = False) -> bool:
     instance = persistent_instance(root)
     outcome: dict[str, bool] = {}
     try:
-        recover_lake(root, instance)
+        recover_lake(lake_uri, instance)
         with stopped_cleanly(instance), StageReporter(console) as reporter:
             for name in sorted(DEMO_DATANETS):  # spec order, as `openledger run`
                 if pending_work(lake, name):

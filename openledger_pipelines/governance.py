@@ -22,8 +22,7 @@ from assets.governance import (
     voting_weights,
 )
 from assets.recompute import open_epoch
-from ledger.lake import Committed, Lake
-from ledger.log import default_lock_path, exclusive_lock
+from ledger.lake import Committed, Lake, until_current
 from openledger_pipelines.ingestion import (
     CONTRIBUTORS_SCHEMA,
     current_spec_at,
@@ -68,9 +67,11 @@ def record(
     code: str,
 ) -> tuple[dict[str, Any], Committed]:
     """Append one event: `event_for` checks it against the current events and builds its
-    row, under a lock, so two concurrent votes can never both take the same place; it is
-    appended to the Datanet's governance log and ledgered."""
-    with exclusive_lock(default_lock_path(store.root, "governance.lock")):
+    row; it is appended to the Datanet's governance log and ledgered only if no event was
+    appended since `current` was read (else it is checked again against the new events),
+    so two concurrent votes can never both take the same place."""
+
+    def attempt() -> tuple[dict[str, Any], Committed]:
         current = events(store, datanet)
         row = event_for(current)
         committed = commit(
@@ -78,7 +79,10 @@ def record(
             "governance",
             pl.DataFrame([row], schema=GOVERNANCE_SCHEMA),
             datanet=datanet,
+            after=current.height,
             run_id=run_id,
             code_version=code,
         )
-    return row, committed
+        return row, committed
+
+    return until_current(attempt)

@@ -234,7 +234,6 @@ def current_spec(lake: LakeResource, datanet: str) -> DatanetSpec:
 
 @dg.asset(
     partitions_def=datanet_partitions,
-    pool="ledger",
     group_name="ingestion",
     kinds={"delta"},
 )
@@ -273,7 +272,6 @@ def datanets(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materi
 
 @dg.asset(
     partitions_def=datanet_partitions,
-    pool="ledger",
     group_name="ingestion",
     kinds={"delta"},
     deps=[datanets],
@@ -320,7 +318,6 @@ INGEST_OUTPUTS = ("contributions", "quarantine", "duplicates", "batches")
         )
     ],
     partitions_def=datanet_partitions,
-    pool="ledger",
     check_specs=[
         dg.AssetCheckSpec(
             "schema_conforms",

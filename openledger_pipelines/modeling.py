@@ -65,7 +65,6 @@ def training_table(datanet: str) -> str:
 
 @dg.asset(
     partitions_def=datanet_partitions,
-    pool="ledger",
     group_name="modeling",
     kinds={"delta"},
     deps=[datanets],
@@ -99,7 +98,6 @@ def validation(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mate
         ),
     ],
     partitions_def=datanet_partitions,
-    pool="ledger",
     check_specs=[
         dg.AssetCheckSpec(
             "accepted_share_floor",
@@ -200,7 +198,6 @@ def _model_card_markdown(chart_png: bytes, metrics: dict[str, float]) -> str:
         ),
     ],
     partitions_def=datanet_partitions,
-    pool="ledger",
     check_specs=ledger_check_specs("training_rows", "models", "feature_attribution"),
 )
 def models(context: dg.AssetExecutionContext, lake: LakeResource):

@@ -87,11 +87,14 @@ def unrecorded_inferences(lake: Lake, datanet: str) -> list[str]:
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
         return []
+    import io
+
     import pyarrow.parquet as pq
 
     logged: set[str] = set()
     for path in files:
-        logged.update(pq.read_table(path, columns=["inference_id"]).column(0).to_pylist())
+        data = io.BytesIO(path.read_bytes())
+        logged.update(pq.read_table(data, columns=["inference_id"]).column(0).to_pylist())
     recorded = {i for (i,) in _column(lake, "inferences", datanet, ["inference_id"])}
     return sorted(logged - recorded)
 

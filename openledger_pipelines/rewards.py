@@ -85,7 +85,6 @@ def epoch_due(store: Lake, datanet: str, epoch_days: int, now: datetime) -> int 
         ),
     ],
     partitions_def=datanet_epoch_partitions,
-    pool="ledger",
     check_specs=[
         dg.AssetCheckSpec(
             "amounts_sum_exactly",

@@ -13,16 +13,14 @@ import dagster as dg
 
 from assets.layout import spec_names
 from assets.names import epoch_key
+from ledger.storage import LakePath
 from openledger_pipelines.definitions import build_defs
 from openledger_pipelines.partitions import datanet_epoch_partitions, datanet_partitions
 from openledger_pipelines.progress import PROGRESS_LOGGER, Listener, listening
 
 DAGSTER_YAML = """\
-# Written by openledger: ledger commits are serialized through the `ledger` pool; the
-# daemon fails runs whose worker process died, freeing their pool slots.
-concurrency:
-  pools:
-    default_limit: 1
+# Written by openledger. Steps of different Datanets may run at once: the lake serializes
+# its own commits (conditional writes). The daemon fails runs whose worker process died.
 run_monitoring:
   enabled: true
   poll_interval_seconds: 30
@@ -61,13 +59,18 @@ def dagster_yaml(postgres: bool) -> str:
     return DAGSTER_YAML + (POSTGRES_STORAGE if postgres else "")
 
 
-def dagster_home(lake_root: Path) -> Path:
-    """$DAGSTER_HOME, else `<lake>/dagster_home`, created with its dagster.yaml: storage on
-    Postgres when $OPENLEDGER_DAGSTER_PG_URL is set, else SQLite in the folder.
+def dagster_home(lake_root: Path | LakePath) -> Path:
+    """$DAGSTER_HOME, else `<lake>/dagster_home` for a local lake (for a lake on object
+    storage: `~/.openledger/dagster/<bucket>/<prefix>`), created with its dagster.yaml:
+    storage on Postgres when $OPENLEDGER_DAGSTER_PG_URL is set, else SQLite in the folder.
 
     A dagster.yaml openledger wrote for the other kind is refused, not rewritten: runs
     recorded there would silently vanish from view. One edited by hand is used as it is."""
-    home = Path(os.environ.get("DAGSTER_HOME") or lake_root / "dagster_home").resolve()
+    base = lake_root.local() if isinstance(lake_root, LakePath) else lake_root
+    if base is None:
+        location = lake_root.files.location  # type: ignore[union-attr]
+        base = Path.home() / ".openledger" / "dagster" / location.bucket / location.prefix
+    home = Path(os.environ.get("DAGSTER_HOME") or base / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     url = os.environ.get(PG_URL_ENV, "")
@@ -93,7 +96,7 @@ def dagster_home(lake_root: Path) -> Path:
     return home
 
 
-def persistent_instance(lake_root: Path) -> dg.DagsterInstance:
+def persistent_instance(lake_root: Path | LakePath) -> dg.DagsterInstance:
     """The instance at dagster_home(lake_root): the one `dagster dev` shows."""
     return dg.DagsterInstance.from_config(str(dagster_home(lake_root)))
 

@@ -59,3 +59,65 @@ def pg_url(postgres: Postgres, request: pytest.FixtureRequest) -> str:
     """The URL of a new, empty database on that server, for one test."""
     name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
     return postgres.create_database(name)
+
+
+def s3_server() -> Iterator[str]:
+    """A real S3 API: moto in server mode in a subprocess on a free loopback port; its
+    endpoint URL. Credentials are moto's fakes, given the standard AWS variables."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("moto server did not start")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The AWS variables that point every client (delta-rs, obstore, subprocesses) at the
+    moto server, set in this process's environment."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ALLOW_HTTP": "true",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def s3_lake_uri(s3_env: dict[str, str], request: pytest.FixtureRequest) -> str:
+    """A fresh bucket on the moto server; the lake URI of a prefix in it."""
+    import hashlib
+
+    import boto3
+
+    bucket = "lake-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:20]
+    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/community"

@@ -353,7 +353,7 @@ def test_recompute_refuses_inputs_that_no_longer_match_the_ledger(lake_copy: Pat
     entry = committed_epoch(lake, "wine", 0)["epochs"]
     record = pl.from_arrow(lake.read("epochs", entry.delta_version)).row(0, named=True)
     values_entry = lake.ledger.entries()[record["contributor_values_seq"]]
-    table_dir = lake.root_path() / "tables" / "contributor_values"
+    table_dir = lake_copy / "tables" / "contributor_values"
     for target in sorted((table_dir / "datanet=wine").glob("*.parquet")):
         frame = pl.read_parquet(target)
         frame.with_columns(pl.col("value") * 2).write_parquet(target)

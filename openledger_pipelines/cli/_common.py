@@ -19,6 +19,7 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from ledger.lake import Lake
+    from ledger.storage import LakePath
 
 # Without a terminal (a pipe or a file), print full values: no 80-column cut.
 PIPE_WIDTH = 100_000
@@ -34,14 +35,14 @@ def make_console(stderr: bool = False) -> Console:
 out = make_console()
 err = make_console(stderr=True)
 
-DEFAULT_LAKE = Path(".openledger")
+DEFAULT_LAKE = ".openledger"
 LakeOption = Annotated[
-    Path,
+    str,
     typer.Option(
         "--lake",
         envvar="OPENLEDGER_LAKE",
-        metavar="PATH",
-        help="Lake root folder (env OPENLEDGER_LAKE).",
+        metavar="PATH|URI",
+        help="Lake root: a folder or s3://bucket/prefix (env OPENLEDGER_LAKE).",
         show_default=True,
     ),
 ]
@@ -109,14 +110,14 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def open_lake(lake: Path) -> Lake:
+def open_lake(lake: str) -> Lake:
     from ledger.lake import Lake
 
     return Lake(lake)
 
 
-def lake_root(lake: Path) -> Path:
-    """The local folder of the lake (specs, inbox, registrations live there)."""
+def lake_root(lake: str) -> LakePath:
+    """The lake's files (specs, inbox, registrations), on a folder or a bucket."""
     return open_lake(lake).root_path()
 
 

@@ -52,7 +52,7 @@ def recover(lake: LakeOption = DEFAULT_LAKE) -> None:
         out.print("nothing to recover", highlight=False)
 
 
-def recover_lake(lake: Path, instance: Any) -> list[str]:
+def recover_lake(lake: str, instance: Any) -> list[str]:
     """What `recover` does, for the commands that run pipelines: say each thing cleaned."""
     from openledger_pipelines.runner import fail_abandoned_runs
     from openledger_pipelines.version import code_version
@@ -278,7 +278,7 @@ def demo(
     ] = False,
 ) -> None:
     """Run the main job on the embedded demo data and print a summary."""
-    out.print(f"openledger demo: lake {lake.resolve()}", highlight=False)
+    out.print(f"openledger demo: lake {open_lake(lake).root}", highlight=False)
     out.print("preparing the demo: specs, keys and contributors' files ...", highlight=False)
     from openledger_pipelines.demo import run_demo
 

@@ -75,7 +75,7 @@ def verify(
     raise typer.Exit(1)
 
 
-def model_ids(lake: Path) -> list[str]:
+def model_ids(lake: str) -> list[str]:
     """Every model id in the lake's `models` table (none if there is no such table)."""
     from ledger.sql import rows_where
 
@@ -291,8 +291,9 @@ def tables(
         err.print("no tables yet: run `openledger demo` or `openledger run`", highlight=False)
 
 
-def _default_key_path(lake: Path) -> Path:
-    return lake / "keys" / "checkpoint.key"
+def _default_key_path(lake: str) -> Path:
+    """The checkpoint signer key: in the lake's keys folder, on this machine."""
+    return open_lake(lake).location.keys_folder() / "checkpoint.key"
 
 
 @checkpoint_app.command("keygen")
@@ -336,7 +337,7 @@ def checkpoint_sign(
 
     entries = open_lake(lake).ledger.entries()
     signer = (key or _default_key_path(lake)).read_text(encoding="utf-8")
-    origin = origin or f"openledger/{lake.resolve().name}"
+    origin = origin or f"openledger/{open_lake(lake).location.display_name}"
     note = ckpt.sign_checkpoint(ckpt.checkpoint_of(entries, origin, size), signer)
     if output is None:
         sys.stdout.write(note)
