@@ -114,29 +114,28 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, dict[int, list[float]]] = {"append": {}, "write": {}, "log": {}}
     for _ in range(args.repeat):
         for n, lake in lakes.items():
-            with lake.ledger.lock():
-                head = lake.ledger.head()
-                assert head is not None
-                times["append"].setdefault(n, []).append(
-                    timed(
-                        lambda lake=lake, head=head: lake.ledger.append(
-                            asset_key="x",
-                            partition_key=None,
-                            partition_column=None,
-                            table_uri="tables/x",
-                            table_kind="snapshot",
-                            delta_version=0,
-                            schema_hash=head.schema_hash,
-                            row_key="",
-                            old_row_count=0,
-                            row_count=0,
-                            data_root=EMPTY_ROOT.hex(),
-                            data_range="",
-                            run_id="bench",
-                            code_version="bench",
-                        )
+            head = lake.ledger.head()
+            assert head is not None
+            times["append"].setdefault(n, []).append(
+                timed(
+                    lambda lake=lake, head=head: lake.ledger.append(
+                        asset_key="x",
+                        partition_key=None,
+                        partition_column=None,
+                        table_uri="tables/x",
+                        table_kind="snapshot",
+                        delta_version=0,
+                        schema_hash=head.schema_hash,
+                        row_key="",
+                        old_row_count=0,
+                        row_count=0,
+                        data_root=EMPTY_ROOT.hex(),
+                        data_range="",
+                        run_id="bench",
+                        code_version="bench",
                     )
                 )
+            )
             times["write"].setdefault(n, []).append(
                 timed(lambda lake=lake: lake.write("small", small, partition=("datanet", "wine")))
             )

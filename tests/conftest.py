@@ -61,6 +61,7 @@ def pg_url(postgres: Postgres, request: pytest.FixtureRequest) -> str:
     return postgres.create_database(name)
 
 
+@pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A real S3 API: moto in server mode in a subprocess on a free loopback port; its
     endpoint URL. Credentials are moto's fakes, given the standard AWS variables."""

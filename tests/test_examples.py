@@ -62,7 +62,7 @@ def at_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
 
-def invoke(args: list[str], lake: Path) -> str:
+def invoke(args: list[str], lake: Path | str) -> str:
     result = runner.invoke(app, [*args, "--lake", str(lake)])
     assert "Traceback" not in result.output
     assert result.exit_code == 0, (args, result.output)
@@ -70,8 +70,19 @@ def invoke(args: list[str], lake: Path) -> str:
 
 
 @pytest.mark.slow
-def test_the_readme_flow_runs_end_to_end(tmp_path: Path, at_repo_root: None) -> None:
-    lake = tmp_path / "lake"
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_the_readme_flow_runs_end_to_end(
+    tmp_path: Path,
+    at_repo_root: None,
+    where: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every command of examples/README.md, on a lake in a folder and in a bucket (moto)."""
+    lake: Path | str = tmp_path / "lake"
+    if where == "bucket":
+        lake = request.getfixturevalue("s3_lake_uri")
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))  # keys and instance stay local
     commands = readme_commands()
     assert ["infer", "--datanet", "iris", "examples/queries.csv"] in commands
     for args in commands:
@@ -117,7 +128,7 @@ def test_a_missing_input_file_is_one_line_naming_it(
     assert not (lake / "inbox").exists()  # nothing was submitted
 
 
-def refused_in_one_line(args: list[str], lake: Path) -> None:
+def refused_in_one_line(args: list[str], lake: Path | str) -> None:
     """The command exits 2 with one error line naming the missing file, no errno."""
     result = runner.invoke(app, [*args, "--lake", str(lake)])
     assert result.exit_code == 2

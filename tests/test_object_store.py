@@ -5,6 +5,7 @@ bucket never fork the ledger; tampering in the bucket is caught."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,63 @@ def test_the_demo_and_the_auditors_commands_on_a_bucket(
     tampered = runner.invoke(app, ["verify", *lake])
     assert tampered.exit_code == 1, tampered.output
     assert "quality" in tampered.output
+
+
+class _ForgetfulProxy:
+    """An S3 endpoint that ignores conditional writes: a loopback proxy in front of the
+    moto server that drops `If-None-Match` from every request, as a store without
+    conditional-write support would."""
+
+    def __init__(self, upstream: str):
+        import http.server
+        import threading
+        import urllib.request
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                request = urllib.request.Request(
+                    upstream + self.path, data=body, method=self.command
+                )
+                for name, value in self.headers.items():
+                    if name.lower() not in ("if-none-match", "host", "content-length"):
+                        request.add_header(name, value)
+                try:
+                    response = urllib.request.urlopen(request, timeout=30)
+                except urllib.error.HTTPError as err:
+                    response = err
+                data = response.read()
+                self.send_response(response.status)
+                for name, value in response.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_store_without_conditional_writes_is_refused_before_any_write(
+    s3_lake_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ledger.lake
+
+    proxy = _ForgetfulProxy(os.environ["AWS_ENDPOINT_URL"])
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setattr(ledger.lake, "_CONDITIONAL", set())  # check this store afresh
+        lake = Lake(s3_lake_uri)
+        with pytest.raises(LakeError, match="does not honour conditional writes"):
+            lake.append("events", pa.table({"x": [1]}))
+        assert lake.table_names() == [] and lake.ledger.head() is None  # nothing written
+    finally:
+        proxy.server.shutdown()
