@@ -259,3 +259,49 @@ def test_a_store_without_conditional_writes_is_refused_before_any_write(
         assert lake.table_names() == [] and lake.ledger.head() is None  # nothing written
     finally:
         proxy.server.shutdown()
+
+
+@pytest.mark.slow
+def test_two_datanets_runs_at_once_on_a_bucket(
+    s3_lake_uri: str, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`openledger run` for wine and for breast_cancer in two processes at the same time,
+    on one bucket lake: both succeed, the ledger has one entry per place and per table
+    version, and `verify` passes."""
+    from openledger_pipelines.demo import prepare_demo
+
+    env = {**os.environ, **s3_env, "HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
+    env.pop("OPENLEDGER_LAKE", None)
+    prepare_demo(Lake(s3_lake_uri).root_path())
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "openledger_pipelines.cli",
+                "run",
+                "--lake",
+                s3_lake_uri,
+                "--datanet",
+                name,
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for name in ("wine", "breast_cancer")
+    ]
+    outputs = [p.communicate(timeout=1500)[0].decode() for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outputs
+    lake = Lake(s3_lake_uri)
+    entries = lake.ledger.entries()
+    assert [e.seq for e in entries] == list(range(len(entries)))
+    versions: dict[str, list[int]] = {}
+    for e in entries:
+        versions.setdefault(e.table_uri, []).append(e.delta_version)
+    assert all(v == list(range(len(v))) for v in versions.values()), versions
+    datanets = {e.partition_key for e in entries if e.table_uri == "tables/quality"}
+    assert datanets == {"wine", "breast_cancer"}
+    report = verify_lake(lake)
+    assert report.ok, report.problems
