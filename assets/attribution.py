@@ -55,7 +55,11 @@ SHARES_PPB = 1_000_000_000  # an inference's contributor shares, in parts per bi
 
 
 def build_utility(
-    spec: DatanetSpec, rows: pl.DataFrame, validation: pl.DataFrame, players: list[str]
+    spec: DatanetSpec,
+    rows: pl.DataFrame,
+    validation: pl.DataFrame,
+    players: list[str],
+    jackknife: bool = False,
 ) -> DatanetUtility:
     index = {p: i for i, p in enumerate(players)}
     player_of_row = rows["contributor"].replace_strict(index, return_dtype=pl.Int64).to_numpy()
@@ -67,6 +71,7 @@ def build_utility(
         feature_matrix(spec, validation),
         label_vector(spec, validation),
         spec.valuation.num_boost_round,
+        jackknife,
     )
 
 
@@ -107,11 +112,13 @@ def value_contributors(
     values.
     """
     players = sorted(set(rows["contributor"]))
-    utility = build_utility(spec, rows, validation, players)
     policy = spec.valuation
-    if len(players) <= policy.exact_max_players:
-        exact = exact_banzhaf if policy.method == "banzhaf" else exact_shapley
-        result = exact(utility, players)
+    # exact Shapley values get the validation jackknife's standard errors (2^G coalitions)
+    exact = len(players) <= policy.exact_max_players
+    jackknife = exact and policy.method != "banzhaf"
+    utility = build_utility(spec, rows, validation, players, jackknife=jackknife)
+    if exact:
+        result = (exact_banzhaf if policy.method == "banzhaf" else exact_shapley)(utility, players)
     else:
         factory = partial(build_utility, spec, rows, validation, players)
         with valuation_pool(policy.workers, factory, scheduler_address()) as (pool, workers):

@@ -129,6 +129,10 @@ class QualityPolicy(_Strict):
     min_row_score: float = Field(default=0.5, ge=0, le=1)
     min_accepted_share: float = Field(default=0.5, ge=0, le=1)
     near_duplicate_decimals: int = Field(default=6, ge=0, le=15)
+    # rows with the same label and other columns whose float features all lie within this
+    # tolerance (relative above a feature's spread, absolute below it) are near-duplicates:
+    # the earliest submitted keeps the credit (docs/quality.md); 0 asks for equality
+    near_duplicate_tolerance: float = Field(default=0.01, ge=0, le=1)
     label_folds: int = Field(default=5, ge=2, le=20)
     outlier_z: float = Field(default=4.0, gt=0)
 

@@ -80,6 +80,7 @@ STATEMENTS_SCHEMA: dict[str, pl.DataType] = {
     "rows_ingested": pl.Int64(),
     "rows_accepted": pl.Int64(),
     "duplicates": pl.Int64(),
+    "near_duplicates": pl.Int64(),  # of earlier submissions: credited to them, not valued
     "quarantined": pl.Int64(),
     "quality": pl.Float64(),
     "value": pl.Float64(),
@@ -301,7 +302,7 @@ def _statements(
         q = quality.get(s.contributor, {})
         flags = set(pool_flags.get(s.contributor, []))
         flags |= {f for f in (q.get("flags") or "").split(",") if f}
-        if (q.get("duplicates") or 0) > 0:
+        if (q.get("duplicates") or 0) > 0 or (q.get("near_duplicates") or 0) > 0:
             flags.add("copied_rows_earn_nothing")
         amount_fees = fees.get(("contributor", s.contributor), 0)
         amount_total = amounts[s.contributor] + amount_fees
@@ -323,6 +324,7 @@ def _statements(
                 "rows_ingested": int(q.get("rows") or 0),
                 "rows_accepted": int(q.get("accepted_rows") or 0),
                 "duplicates": int(q.get("duplicates") or 0),
+                "near_duplicates": int(q.get("near_duplicates") or 0),
                 "quarantined": int(q.get("quarantined") or 0),
                 "quality": s.quality,
                 "value": s.value,
@@ -362,6 +364,7 @@ def rows_explained(
     nothing, when they did not."""
     accepted, ingested = _count(quality, "accepted_rows"), _count(quality, "rows")
     duplicates, quarantined = _count(quality, "duplicates"), _count(quality, "quarantined")
+    near = _count(quality, "near_duplicates")
     own = f"{accepted} accepted rows (own, first submitted)"
     nothing = []
     if accepted and not amount_total:
@@ -370,13 +373,18 @@ def rows_explained(
         nothing.append(
             f"{duplicates} duplicates of earlier submissions (credited to their first submitter)"
         )
+    if near:
+        nothing.append(
+            f"{near} near-duplicates of earlier submissions (within the spec's tolerance; "
+            "credited to their first submitter, not valued)"
+        )
     if quarantined:
         nothing.append(f"{quarantined} quarantined")
-    if ingested - accepted:
-        nothing.append(f"{ingested - accepted} rejected by quality")
+    if ingested - accepted - near:
+        nothing.append(f"{ingested - accepted - near} rejected by quality")
     earning = accepted if amount_total else 0
     return {
-        "rows_rejected_by_quality": ingested - accepted,
+        "rows_rejected_by_quality": ingested - accepted - near,
         "rows_earning": earning,
         "rows_that_earned": own if earning else "none",
         "rows_that_earned_nothing": ", ".join(nothing) or "none",

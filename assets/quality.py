@@ -55,6 +55,7 @@ CONTRIBUTOR_QUALITY_SCHEMA = {
     "typicality": pl.Float64,
     "combined": pl.Float64,
     "duplicates": pl.Int64,
+    "near_duplicates": pl.Int64,  # of rows given earlier (`near_duplicate_of`): never valued
     "duplicate_share": pl.Float64,
     "quarantined": pl.Int64,
     "flags": pl.String,
@@ -71,26 +72,74 @@ def validity(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
     return present.to_series().to_numpy() / len(nullable)
 
 
-def uniqueness(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
-    """1 for the earliest row of each near-duplicate group, 0 for the later ones."""
-    if rows.height == 0:
-        return np.ones(0)
-    decimals = spec.quality.near_duplicate_decimals
-    normalized = []
+CREDIT_ORDER = ["received_at", "contributor", "batch_id", "row_index"]
+
+
+def near_duplicate_of(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
+    """Per row, the position of the earliest row (in credit order: the receipt's time, then
+    contributor, batch, row) that it nearly duplicates, or -1 for a row nobody gave first.
+
+    Two rows are near-duplicates when their label and every non-float column agree (text
+    trimmed and lowercased) and every float feature, rounded to `near_duplicate_decimals`,
+    differs by at most `near_duplicate_tolerance` on the scale z = asinh(x / s), s the
+    feature's standard deviation: a relative difference for values beyond s, an absolute
+    one (tolerance · s) below. So a copy survives reordering, subsets of rows and small
+    noise: 1e-3 relative noise moves z by about 1e-3. The comparison is a Chebyshev radius
+    query of a k-d tree per group of equal other columns (O(N log N))."""
+    from sklearn.neighbors import KDTree
+
+    n = rows.height
+    earliest = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return earliest
+    quality = spec.quality
+    floats = [c.identifier for c in spec.columns if c.type == "float" and c is not spec.label]
+    others = []
     for col in spec.columns:
+        if col.identifier in floats:
+            continue
         expr = pl.col(col.identifier)
-        if col.type == "float":
-            expr = expr.round(decimals)
-        elif col.type in ("category", "string"):
+        if col.type in ("category", "string"):
             expr = expr.cast(pl.String).str.strip_chars().str.to_lowercase()
-        normalized.append(expr.alias(col.identifier))
-    order = ["received_at", "contributor", "batch_id", "row_index"]
-    keyed = (
-        rows.with_row_index("__pos")
-        .sort(order)
-        .with_columns(pl.struct(normalized).is_first_distinct().alias("__first"))
+        others.append(expr.alias(col.identifier))
+    ordered = rows.with_row_index("__pos").sort(CREDIT_ORDER)
+    position = ordered["__pos"].to_numpy().astype(np.int64)
+    group = (
+        ordered.select(pl.struct(others).rank("dense").alias("g"))["g"].to_numpy()
+        if others
+        else np.zeros(n, dtype=np.int64)
     )
-    return keyed.sort("__pos")["__first"].cast(pl.Float64).to_numpy()
+    x = (
+        ordered.select(pl.col(floats).cast(pl.Float64).round(quality.near_duplicate_decimals))
+        .to_numpy()
+        .reshape(n, len(floats))
+        if floats
+        else np.zeros((n, 0))
+    )
+    missing = np.isnan(x)
+    scale = np.nanstd(np.where(missing, np.nan, x), axis=0) if n > 1 else np.ones(len(floats))
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    z = np.where(missing, 1e9, np.arcsinh(np.nan_to_num(x) / scale))  # null matches null only
+    tolerance = quality.near_duplicate_tolerance
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)  # in credit order
+        if members.size < 2:
+            continue
+        if not floats:  # every column compared exactly: the first of equal rows keeps it
+            earliest[members[1:]] = members[0]
+            continue
+        found = KDTree(z[members], metric="chebyshev").query_radius(z[members], r=tolerance)
+        first = np.array([near.min() for near in found])  # each row finds itself at least
+        later = first < np.arange(members.size)
+        earliest[members[later]] = members[first[later]]
+    out = np.full(n, -1, dtype=np.int64)
+    out[position] = np.where(earliest >= 0, position[np.maximum(earliest, 0)], -1)
+    return out
+
+
+def uniqueness(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
+    """0 for a near-duplicate of an earlier row (`near_duplicate_of`), else 1."""
+    return (near_duplicate_of(spec, rows) < 0).astype(np.float64)
 
 
 def label_consistency(spec: DatanetSpec, rows: pl.DataFrame) -> np.ndarray:
@@ -195,6 +244,7 @@ def summarize_contributors(
     per = quality.group_by("contributor").agg(
         pl.len().alias("rows"),
         pl.col("accepted").sum().cast(pl.Int64).alias("accepted_rows"),
+        (pl.col("uniqueness") < 1).sum().cast(pl.Int64).alias("near_duplicates"),
         *[pl.col(a).mean() for a in (*AXES, "combined")],
     )
     dups = duplicates.group_by("contributor").agg(pl.len().cast(pl.Int64).alias("duplicates"))
@@ -210,7 +260,11 @@ def summarize_contributors(
         everyone.join(per, on="contributor", how="left")
         .join(dups, on="contributor", how="left")
         .join(bad, on="contributor", how="left")
-        .with_columns(pl.col("rows", "accepted_rows", "duplicates", "quarantined").fill_null(0))
+        .with_columns(
+            pl.col(
+                "rows", "accepted_rows", "duplicates", "near_duplicates", "quarantined"
+            ).fill_null(0)
+        )
     )
     submitted = pl.col("rows") + pl.col("duplicates") + pl.col("quarantined")
     table = table.with_columns(
@@ -219,7 +273,10 @@ def summarize_contributors(
         .fill_nan(0.0)
         .fill_null(0.0)
         .alias("accepted_share"),
-        (pl.col("duplicates") / submitted).fill_nan(0.0).fill_null(0.0).alias("duplicate_share"),
+        ((pl.col("duplicates") + pl.col("near_duplicates")) / submitted)
+        .fill_nan(0.0)
+        .fill_null(0.0)
+        .alias("duplicate_share"),
         (pl.col("quarantined") / submitted).fill_nan(0.0).fill_null(0.0).alias("__bad_share"),
     )
     lowest_lc = table["label_consistency"].min()
@@ -252,3 +309,13 @@ def training_rows(contributions: pl.DataFrame, quality: pl.DataFrame) -> pl.Data
     """The contributions the quality stage accepted, in row-hash order."""
     accepted = quality.filter(pl.col("accepted")).select("row_hash")
     return contributions.join(accepted, on="row_hash", how="semi").sort("row_hash")
+
+
+def valued_rows(contributions: pl.DataFrame, quality: pl.DataFrame) -> pl.DataFrame:
+    """The rows attribution values: every ingested contribution except near-duplicates of
+    an earlier submission (uniqueness 0), which are credited to that submission as exact
+    duplicates are at ingestion. Rows quality rejected for other reasons stay in the game,
+    so the harm of flipped labels or noise shows in their contributor's value; they earn
+    nothing (rewards weigh values by the accepted share; docs/attribution.md)."""
+    copies = quality.filter(pl.col("uniqueness") < 1).select("row_hash")
+    return contributions.join(copies, on="row_hash", how="anti")

@@ -6,7 +6,8 @@ inputs always give the same amounts:
 
 - a contributor's pool weight is max(value − z·SE, 0) × quality multiplier (a lower
   confidence bound of their Shapley value, so a value inside its error bar of zero earns
-  nothing), with an optional cap on any one contributor's share: no amount ever exceeds
+  nothing; a value within 2 SE of zero earns nothing whatever z is), with an optional
+  cap on any one contributor's share: no amount ever exceeds
   floor(cap × pool), and what the cap leaves unpaid carries over (never to anyone with
   zero weight);
 - negative or zero values earn nothing and are flagged; a value within its error bar of
@@ -44,8 +45,21 @@ class PoolSplit:
     capped: list[str] = field(default_factory=list)  # paid at the cap, sorted
 
 
+# A value not above 0 by more than this many standard errors is paid nothing, whatever the
+# policy's z: it cannot be told from no value at all (docs/attribution.md, "The game").
+SIGNIFICANCE_Z = 2
+
+
+def significant(standing: Standing) -> bool:
+    """Whether the value is above 0 by more than SIGNIFICANCE_Z standard errors."""
+    return Fraction(standing.value) > SIGNIFICANCE_Z * Fraction(standing.std_error)
+
+
 def pool_weight(standing: Standing, z: float) -> Fraction:
-    """max(value − z·SE, 0) × quality, exactly."""
+    """max(value − z·SE, 0) × quality, exactly; 0 for a value within SIGNIFICANCE_Z
+    standard errors of 0."""
+    if not significant(standing):
+        return Fraction(0)
     lower = Fraction(standing.value) - Fraction(z) * Fraction(standing.std_error)
     quality = min(max(Fraction(standing.quality), Fraction(0)), Fraction(1))
     return max(lower, Fraction(0)) * quality
@@ -108,7 +122,7 @@ def pool_flags(standings: Sequence[Standing], z: float) -> dict[str, list[str]]:
             marks.append("negative_value")
         elif s.value == 0:
             marks.append("zero_value")
-        if abs(s.value) <= z * s.std_error and s.std_error > 0:
+        if abs(s.value) <= max(z, SIGNIFICANCE_Z) * s.std_error and s.std_error > 0:
             marks.append("within_error_of_zero")
         if s.quality <= 0:
             marks.append("zero_quality")

@@ -11,7 +11,8 @@ from assets.attribution import (
 )
 from assets.attribution import inference_shares as shares_of
 from assets.inference import queries_of, read_logs
-from assets.quality import CONTRIBUTOR_QUALITY_SCHEMA
+from assets.quality import CONTRIBUTOR_QUALITY_SCHEMA, QUALITY_SCHEMA
+from assets.quality import valued_rows as valued_contributions
 from assets.training import label_vector
 from ledger.lake import Lake, LakeError
 from openledger_pipelines.ingestion import contributions_table, current_spec, read_or_empty
@@ -36,25 +37,23 @@ INFERENCE_ATTRIBUTIONS_SCHEMA = {
 
 
 def valued_rows(store: Lake, datanet: str) -> tuple[pl.DataFrame, str]:
-    """The rows being valued: every contribution accepted at ingestion (exact duplicates
-    and invalid rows are already out), with the root of the committed version read.
-
-    Quality-rejected rows are valued too, so harm done by flipped labels or noise shows as
-    low or negative value; quality then weighs rewards separately.
-    """
+    """The rows being valued (`assets.quality.valued_rows`: contributions accepted at
+    ingestion, less near-duplicates of earlier submissions), with the root of the committed
+    contributions version read."""
     name = contributions_table(datanet)
     entry = store.ledger.latest(store.table_uri(name), None)
     if entry is None:
         raise dg.Failure(f"{name} has no ledger entry yet")
     rows = pl.from_arrow(store.read(name, entry.delta_version))
-    return rows, entry.data_root  # type: ignore[return-value]
+    quality = read_or_empty(store, "quality", QUALITY_SCHEMA, ("datanet", datanet))
+    return valued_contributions(rows, quality), entry.data_root  # type: ignore[arg-type]
 
 
 @dg.asset(
     partitions_def=datanet_partitions,
     group_name="attribution",
     kinds={"delta", "lightgbm"},
-    deps=["contributions", "validation", "contributor_quality"],
+    deps=["contributions", "validation", "quality", "contributor_quality"],
     check_specs=[
         dg.AssetCheckSpec(
             "efficiency",
@@ -118,7 +117,7 @@ def contributor_values(context: dg.AssetExecutionContext, lake: LakeResource):
     partitions_def=datanet_partitions,
     group_name="attribution",
     kinds={"delta"},
-    deps=["contributions", "validation"],
+    deps=["contributions", "validation", "quality"],
     check_specs=ledger_check_specs("point_values"),
 )
 def point_values_asset(context: dg.AssetExecutionContext, lake: LakeResource):

@@ -26,8 +26,8 @@ EXPECTED_GRAPH = {
     "training_rows": {"quality", "contributions"},
     "models": {"training_rows", "validation"},
     "feature_attribution": {"models"},
-    "contributor_values": {"contributions", "validation", "contributor_quality"},
-    "point_values": {"contributions", "validation"},
+    "contributor_values": {"contributions", "validation", "quality", "contributor_quality"},
+    "point_values": {"contributions", "validation", "quality"},
     "inferences": {"models"},
     "inference_attributions": {"inferences", "training_rows"},
     "epochs": {

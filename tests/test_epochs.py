@@ -243,6 +243,7 @@ def test_statements_say_which_rows_earned_and_which_did_not() -> None:
     assert copier["rows_contributed"] == (
         copier["rows_earning"]
         + copier["duplicates"]
+        + copier["near_duplicates"]
         + copier["quarantined"]
         + copier["rows_rejected_by_quality"]
     )
@@ -314,6 +315,7 @@ def test_the_copiers_statement_says_only_their_own_rows_earned(closed_lake: Path
         statements["rows_contributed"]
         == statements["rows_accepted"]
         + statements["duplicates"]
+        + statements["near_duplicates"]
         + statements["quarantined"]
         + statements["rows_rejected_by_quality"]
     ).all()

@@ -15,11 +15,12 @@ from hypothesis_budget import examples
 from typer.testing import CliRunner
 
 from assets.datanets import parse_spec
-from assets.demo_data import DEMO_DATANETS, demo_spec
+from assets.demo_data import DEMO_DATANETS, bundled_frame, demo_spec
 from assets.ingest import DUPLICATES_SCHEMA, QUARANTINE_SCHEMA
 from assets.quality import (
     AXES,
     TINY_ROWS,
+    near_duplicate_of,
     score_rows,
     summarize_contributors,
     training_rows,
@@ -178,6 +179,78 @@ def toy(
 def test_near_duplicates_after_rounding_credit_the_first_row() -> None:
     rows = toy([1.001, 1.004, 2.0, 1.0], cs=["a", "a", "a", "b"])
     assert uniqueness(SPEC, rows).tolist() == [1.0, 0.0, 1.0, 1.0]
+
+
+def submitted(frame: pl.DataFrame, contributor: str, hour: int) -> pl.DataFrame:
+    """Rows of a bundled table as one contributor's batch received at `hour`."""
+    return frame.with_columns(
+        pl.lit("breast_cancer").alias("datanet"),
+        pl.lit(contributor).alias("contributor"),
+        pl.lit(f"{contributor}-batch").alias("batch_id"),
+        pl.lit(hour * 3_600_000_000).cast(pl.Datetime("us", "UTC")).alias("received_at"),
+        pl.int_range(frame.height).cast(pl.Int64).alias("row_index"),
+    )
+
+
+@settings(max_examples=examples(12), deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    share=st.floats(0.2, 1.0),
+    noise=st.sampled_from([0.0, 1e-6, 1e-4, 1e-3]),
+    copier_first=st.booleans(),
+)
+def test_perturbed_copies_are_near_duplicates_of_the_earlier_submission(
+    seed: int, share: float, noise: float, copier_first: bool
+) -> None:
+    """A copier who resubmits a reordered subset of someone's rows with relative noise up
+    to 1e-3 loses every copied row to whoever was received first, and no honest row of a
+    real table is taken for a copy of another."""
+    spec = demo_spec("breast_cancer")
+    rng = np.random.default_rng(seed)
+    table = bundled_frame("breast_cancer")
+    table = table[rng.permutation(table.height)]
+    honest, own = table[:300], table[300:400]
+    copied = honest[np.sort(rng.choice(300, int(share * 300), replace=False))]
+    copied = copied[rng.permutation(copied.height)].with_columns(
+        pl.col(c) * (1 + noise * pl.Series(rng.standard_normal(copied.height)))
+        for c in copied.columns
+        if c != "label"
+    )
+    hours = (2, 1) if copier_first else (1, 2)
+    rows = pl.concat(
+        [
+            submitted(honest, "honest", hours[0]),
+            submitted(pl.concat([copied, own]), "copier", hours[1]),
+        ]
+    )
+    earliest = near_duplicate_of(spec, rows)
+    who = rows["contributor"].to_numpy()
+    dup = earliest >= 0
+    later, first = ("honest", "copier") if copier_first else ("copier", "honest")
+    # every copy pairs up with its original, credited to the earlier submission
+    assert int(dup.sum()) == copied.height
+    assert set(who[dup]) == {later} and set(who[earliest[dup]]) == {first}
+    assert uniqueness(spec, rows).tolist() == (~dup).astype(float).tolist()
+
+
+def test_near_duplicates_need_the_same_label_and_stay_within_the_tolerance() -> None:
+    spec = demo_spec("breast_cancer")
+    table = bundled_frame("breast_cancer")[:50]
+    relabelled = table.with_columns((1 - pl.col("label")).alias("label"))
+    shifted = table.with_columns(pl.col("mean_radius") * 1.05)  # 5 % off on one feature
+    rows = pl.concat(
+        [
+            submitted(table, "a", 1),
+            submitted(relabelled, "b", 2),
+            submitted(shifted, "c", 3),
+        ]
+    )
+    assert (near_duplicate_of(spec, rows) < 0).all()
+    loose = spec.model_copy(
+        update={"quality": spec.quality.model_copy(update={"near_duplicate_tolerance": 0.1})}
+    )
+    caught = near_duplicate_of(loose, rows) >= 0
+    assert rows.filter(caught)["contributor"].unique().to_list() == ["c"]
 
 
 def test_outliers_lose_typicality() -> None:

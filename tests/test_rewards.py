@@ -60,8 +60,8 @@ def test_every_pool_sums_exactly(pool: int, people: list[Standing], z: float, ca
     assert sum(split.amounts.values()) + split.carried_over == pool
     assert all(a >= 0 for a in split.amounts.values())
     for s in people:
-        if s.value <= 0 or s.quality <= 0 or s.value - z * s.std_error <= 0:
-            assert split.amounts[s.contributor] == 0  # no lower-bound value, no reward
+        if s.value <= 0 or s.quality <= 0 or s.value - max(z, 2) * s.std_error <= 0:
+            assert split.amounts[s.contributor] == 0  # not clearly positive, no reward
         if split.weights[s.contributor] == 0:
             assert split.amounts[s.contributor] == 0  # the cap's remainder never goes here
     eligible = [k for k, w in split.weights.items() if w > 0]
@@ -116,6 +116,13 @@ def test_nobody_positive_carries_the_pool_over_and_flags_why() -> None:
         "b": ["zero_value"],
         "c": ["within_error_of_zero"],
     }
+
+
+def test_a_value_within_two_standard_errors_of_zero_is_paid_nothing_whatever_z() -> None:
+    people = [Standing("a", 0.19, 0.1, 1.0), Standing("b", 0.21, 0.1, 1.0)]
+    split = split_pool(1_000, people, z=0.0)
+    assert split.amounts == {"a": 0, "b": 1_000}
+    assert split.flags == {"a": ["within_error_of_zero"]}
 
 
 def test_weights_are_lower_bounds_times_quality() -> None:

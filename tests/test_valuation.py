@@ -21,12 +21,14 @@ from assets.allocation import split_integer
 from assets.attribution import SHARES_PPB, build_utility, value_contributors
 from assets.banzhaf import exact_banzhaf, msr_banzhaf
 from assets.demo_data import DEMO_DATANETS, demo_spec
-from assets.knn_shapley import knn_shapley, nearest_first
+from assets.knn_shapley import Groups, knn_shapley, nearest_first, squared_distances
 from assets.svarm import fits_to_converge, size_distribution, start_size, svarm_shapley
+from assets.training import bounded_metric
 from assets.validation import validation_set
 from assets.valuation import (
     StoppingRule,
     ValuationResult,
+    best_constant_metric,
     exact_shapley,
     permutation_shapley,
     prefix_control_moments,
@@ -521,6 +523,44 @@ def test_knn_shapley_equals_brute_force_enumeration(n: int, k: int) -> None:
     assert np.max(np.abs(knn_shapley(x, y, x_test, y_test, k) - brute)) < 1e-12
 
 
+@settings(max_examples=examples(60), deadline=None)
+@given(
+    st.integers(1, 300),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.integers(0, 2**32 - 1),
+)
+def test_grouped_identical_points_give_the_stable_order(
+    n: int, dims: int, levels: int, seed: int
+) -> None:
+    """Sorting the distinct points and expanding each into its copies in index order is the
+    stable sort of all points, also where distinct points tie (integer grids tie a lot)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, levels, size=(n, dims)).astype(float)
+    x_test = rng.integers(0, levels + 1, size=(9, dims)).astype(float)
+    groups = Groups.of(x)
+    expected = np.argsort(squared_distances(x_test, x), axis=1, kind="stable")
+    assert np.array_equal(groups.nearest_first(squared_distances(x_test, groups.unique)), expected)
+
+
+@pytest.mark.parametrize(("n", "k"), [(6, 2), (8, 3)])
+def test_knn_shapley_with_identical_points_equals_brute_force(n: int, k: int) -> None:
+    rng = np.random.default_rng(n + k)
+    x = rng.normal(size=(n // 2, 2))[rng.integers(0, n // 2, n)]  # every point a few times
+    y = rng.integers(0, 2, n)
+    x_test, y_test = rng.normal(size=(3, 2)), rng.integers(0, 2, 3)
+    # (ties among copies go by index, so the brute force lists every coalition in order)
+    utility = partial(knn_utility, x, y, x_test, y_test, k)
+    brute = np.zeros(n)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        for size in range(n):
+            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for subset in itertools.combinations(others, size):
+                brute[i] += weight * (utility(sorted([*subset, i])) - utility(list(subset)))
+    assert np.max(np.abs(knn_shapley(x, y, x_test, y_test, k) - brute)) < 1e-12
+
+
 def test_knn_shapley_does_not_depend_on_the_chunk_size() -> None:
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(300, 4)), rng.integers(0, 3, 300)
@@ -583,6 +623,42 @@ def test_planted_behaviours_rank_as_expected(demo: Lake, datanet: str) -> None:
         sorted(value),
     )
     assert total == pytest.approx(utility((1 << len(value)) - 1) - utility(0), abs=1e-9)
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(
+    labels=st.lists(st.integers(0, 2), min_size=3, max_size=60).filter(lambda y: len(set(y)) == 3),
+    metric=st.sampled_from(["accuracy", "balanced_accuracy", "roc_auc"]),
+)
+def test_the_empty_coalition_scores_the_best_constant_predictor(
+    labels: list[int], metric: str
+) -> None:
+    """U(∅) is no worse than any constant prediction (every class with certainty, any
+    probability vector), and for accuracy it is the majority rate."""
+    spec = demo_spec("wine").model_copy(update={"metric": metric})
+    y = np.array(labels)
+    best = best_constant_metric(spec, y)
+    rng = np.random.default_rng(len(labels))
+    constants = [np.eye(3)[c] for c in range(3)] + list(rng.dirichlet(np.ones(3), 10))
+    for p in constants:
+        assert best >= bounded_metric(spec, y, np.tile(p, (len(y), 1))) - 1e-12
+    if metric == "accuracy":
+        assert best == np.bincount(y).max() / len(y)
+
+
+@pytest.mark.parametrize("datanet", DEMO_DATANETS)
+def test_exact_values_carry_the_validation_jackknife_error(demo: Lake, datanet: str) -> None:
+    """The jackknife leaves the values alone and gives each a positive standard error; a
+    contributor valued at 0 exactly by a game with no validation noise has none."""
+    spec = demo_spec(datanet)
+    rows = pl.from_arrow(demo.read(f"contributions_{datanet}"))
+    valid = validation_set(spec, Path(demo.root) / "specs")
+    players = sorted(set(rows["contributor"]))
+    plain = exact_shapley(build_utility(spec, rows, valid, players), players)
+    result = value_contributors(spec, rows, valid)
+    assert np.array_equal(result.values, plain.values) and not plain.std_errors.any()
+    assert (result.std_errors > 0).all()
+    assert (result.std_errors < np.abs(result.values).max()).all()
 
 
 @pytest.mark.parametrize("exact_first", [False, True])
