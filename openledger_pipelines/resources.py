@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 
 from ledger.lake import Lake
+from ledger.storage import LakePath
 
 
 def default_lake_root() -> str:
@@ -23,6 +23,6 @@ class LakeResource(dg.ConfigurableResource):
     def open(self) -> Lake:
         return Lake(self.root)
 
-    def root_path(self) -> Path:
-        """The local folder holding specs, inbox and registrations."""
+    def root_path(self) -> LakePath:
+        """The lake's files (specs, inbox, registrations), on a folder or a bucket."""
         return self.open().root_path()
