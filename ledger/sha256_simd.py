@@ -20,6 +20,7 @@ compiles for ~5-10 s.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -292,20 +293,32 @@ def sha256_many(buf: np.ndarray, offsets: np.ndarray, *, threads: int = 1) -> np
         raise ValueError("offsets must be non-decreasing and lie within buf")
     out32 = out.view(np.uint32)
     ngroups = -(-n // _LANES)
-    parts = max(1, min(threads, ngroups))
+    parts = max(1, min(threads, ngroups // MIN_GROUPS_PER_THREAD))
     if parts == 1:
         _run_groups(buf, offsets, order, out32, 0, ngroups)
         return out
     # The kernel releases the GIL, so plain threads run it in parallel (no parfors compile).
     step = -(-ngroups // parts)
-    with ThreadPoolExecutor(parts) as pool:
-        jobs = [
-            pool.submit(_run_groups, buf, offsets, order, out32, g, min(g + step, ngroups))
-            for g in range(0, ngroups, step)
-        ]
-        for job in jobs:
-            job.result()
+    jobs = [
+        _pool().submit(_run_groups, buf, offsets, order, out32, g, min(g + step, ngroups))
+        for g in range(0, ngroups, step)
+    ]
+    for job in jobs:
+        job.result()
     return out
+
+
+# Below this many groups per thread, starting the work on threads costs more than it saves
+# (a Merkle level of a few hundred nodes hashes in microseconds).
+MIN_GROUPS_PER_THREAD = 64
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One pool of hashing threads per process, started once (not per call)."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="sha256"))
+    return _POOL[0]
 
 
 def sha256_rows(matrix: np.ndarray, *, threads: int = 1) -> np.ndarray:

@@ -764,10 +764,11 @@ def test_sha256_binary_every_length_on_the_vectorized_path() -> None:
     assert [bytes(h) for h in sha256_binary(sliced)] == _hashlib_matrix(messages)
 
 
-@pytest.mark.parametrize("count", [1, 2, 15, 16, 17, 31, 33, 100])
+@pytest.mark.parametrize("count", [1, 2, 15, 16, 17, 31, 33, 100, 3000, 5000])  # 3000+: threads
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_sha256_many_partial_lane_groups(count: int, threads: int) -> None:
-    """The multi-message kernel directly: groups of 16 lanes, partly filled, mixed lengths."""
+    """The multi-message kernel directly: groups of 16 lanes, partly filled, mixed lengths;
+    from 3000 messages the work is split across threads (MIN_GROUPS_PER_THREAD)."""
     from ledger.sha256_simd import sha256_many
 
     rng = random.Random(count * 10 + threads)
