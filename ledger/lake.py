@@ -576,13 +576,14 @@ def writer_alive(table_uri: str, dt: DeltaTable) -> bool:
     if host == socket.gethostname():
         if pid == os.getpid():
             return (table_uri, dt.version()) in _IN_FLIGHT
-        return pid > 0 and _process_exists(pid)
+        return pid > 0 and process_exists(pid)
     lease = float(os.environ.get("OPENLEDGER_WRITE_LEASE_S", WRITE_LEASE_S))
     committed_ms = int(info.get("timestamp", 0) or 0)
     return time.time() - committed_ms / 1000 < lease
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (a zombie does not count)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -13,6 +13,7 @@ import dagster as dg
 
 from assets.layout import spec_names
 from assets.names import epoch_key
+from ledger.lake import process_exists
 from ledger.storage import LakePath
 from openledger_pipelines.definitions import build_defs
 from openledger_pipelines.partitions import datanet_epoch_partitions, datanet_partitions
@@ -106,16 +107,6 @@ def process_tags() -> dict[str, str]:
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_abandoned_runs(instance: dg.DagsterInstance, this_process: bool = False) -> list[str]:
     """Mark failed the in-process runs whose process died (killed with -9, say), or those of
     this process (after it was interrupted), and free the pool slots they held, so the
@@ -128,7 +119,7 @@ def fail_abandoned_runs(instance: dg.DagsterInstance, this_process: bool = False
         pid = int(run.tags[PID_TAG])
         if pid == mine and not this_process:
             continue
-        if pid != mine and _pid_alive(pid):
+        if pid != mine and process_exists(pid):
             continue
         why = "interrupted" if pid == mine else f"its process {pid} is gone"
         instance.report_run_failed(run, message=f"openledger: run abandoned ({why})")
